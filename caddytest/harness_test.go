@@ -1,0 +1,398 @@
+// Package caddytest runs the caddy-socketio modules in a real Caddy in front
+// of real Socket.IO servers (the official Node packages, spawned from
+// testdata/) and drives them with the official socket.io-client.
+//
+// Caddy runs in-process (caddytest, admin on localhost:2999, sites on
+// :9080), once per test binary, so every integration test lives in this one
+// package and none runs in parallel. They need Node.js and the npm packages
+// of the repository root (`npm ci`); `make test` does both.
+package caddytest
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	caddytester "github.com/caddyserver/caddy/v2/caddytest"
+
+	_ "github.com/caddy-socketio/caddy-socketio"
+)
+
+// siteAddr is where the test Caddy serves every site.
+const siteAddr = "127.0.0.1:9080"
+
+// repoRoot returns the repository root (where package.json lives).
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("cannot locate the test source")
+	}
+	return filepath.Dir(filepath.Dir(file))
+}
+
+// requireNode fails the test unless node and the npm packages are there:
+// a missing dependency is a broken setup, not a reason to skip.
+func requireNode(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: needs Node.js and a real Caddy; not run with -short")
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Fatal("node is not on PATH: install Node.js 20+ (see README)")
+	}
+	for _, pkg := range []string{"socket.io", "socket.io-client"} {
+		if _, err := os.Stat(filepath.Join(repoRoot(t), "node_modules", pkg, "package.json")); err != nil {
+			t.Fatalf("npm package %s is missing: run `npm ci` in the repository root (make test does)", pkg)
+		}
+	}
+}
+
+// sioNode is one Socket.IO server process.
+type sioNode struct {
+	Name string
+	Port int
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Dial is the node's address as an upstream.
+func (n *sioNode) Dial() string { return fmt.Sprintf("127.0.0.1:%d", n.Port) }
+
+// startNode starts testdata/sio-node.js with the given socket.io server
+// options and waits until it listens. The node is stopped when the test
+// ends.
+func startNode(t testing.TB, name string, opts map[string]any) *sioNode {
+	t.Helper()
+	optJSON, err := json.Marshal(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("node", filepath.Join(repoRoot(t), "caddytest", "testdata", "sio-node.js"))
+	cmd.Env = append(os.Environ(), "PORT=0", "NODE_NAME="+name, "SIO_OPTIONS="+string(optJSON))
+	cmd.Stderr = &prefixWriter{t: t, prefix: name + ": "}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	n := &sioNode{Name: name, cmd: cmd, done: make(chan struct{})}
+	t.Cleanup(n.stop)
+
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			default:
+			}
+		}
+		_ = cmd.Wait()
+		close(n.done)
+	}()
+	select {
+	case line := <-lines:
+		var ev struct {
+			Event string `json:"event"`
+			Port  int    `json:"port"`
+		}
+		if err := json.Unmarshal([]byte(line), &ev); err != nil || ev.Event != "listening" || ev.Port == 0 {
+			t.Fatalf("%s: unexpected first line %q", name, line)
+		}
+		n.Port = ev.Port
+	case <-n.done:
+		t.Fatalf("%s exited before listening", name)
+	case <-time.After(15 * time.Second):
+		t.Fatalf("%s did not start listening within 15s", name)
+	}
+	return n
+}
+
+// startCluster starts count nodes named node1, node2, ….
+func startCluster(t testing.TB, count int, opts map[string]any) []*sioNode {
+	t.Helper()
+	nodes := make([]*sioNode, count)
+	for i := range nodes {
+		nodes[i] = startNode(t, fmt.Sprintf("node%d", i+1), opts)
+	}
+	return nodes
+}
+
+// stop terminates the node (SIGTERM, then SIGKILL) and waits for it.
+func (n *sioNode) stop() {
+	select {
+	case <-n.done:
+		return
+	default:
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.done:
+	case <-time.After(5 * time.Second):
+		_ = n.cmd.Process.Kill()
+		<-n.done
+	}
+}
+
+// nodeStats is the part of a node's /__stats the tests read.
+type nodeStats struct {
+	Node             string `json:"node"`
+	Handshakes       int    `json:"handshakes"`
+	IOConnections    int    `json:"ioConnections"`
+	OpenSessions     int    `json:"openSessions"`
+	Upgrades         int    `json:"upgrades"`
+	ConnectionErrors struct {
+		Total  int            `json:"total"`
+		ByCode map[string]int `json:"byCode"`
+	} `json:"connectionErrors"`
+	Requests struct {
+		Total      int `json:"total"`
+		WithSid    int `json:"withSid"`
+		WithoutSid int `json:"withoutSid"`
+	} `json:"requests"`
+}
+
+// UnknownSID is how many requests this node answered "Session ID unknown".
+func (s nodeStats) UnknownSID() int { return s.ConnectionErrors.ByCode["1"] }
+
+func (n *sioNode) stats(t testing.TB) nodeStats {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://%s/__stats", n.Dial()))
+	if err != nil {
+		t.Fatalf("%s stats: %v", n.Name, err)
+	}
+	defer resp.Body.Close()
+	var s nodeStats
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatalf("%s stats: %v", n.Name, err)
+	}
+	return s
+}
+
+// clusterStats sums what matters across nodes.
+type clusterStats struct {
+	PerNode    map[string]nodeStats
+	UnknownSID int
+	Handshakes int
+}
+
+func statsOf(t testing.TB, nodes []*sioNode) clusterStats {
+	t.Helper()
+	cs := clusterStats{PerNode: map[string]nodeStats{}}
+	for _, n := range nodes {
+		s := n.stats(t)
+		cs.PerNode[n.Name] = s
+		cs.UnknownSID += s.UnknownSID()
+		cs.Handshakes += s.Handshakes
+	}
+	return cs
+}
+
+// clientResult is the summary sio-clients.js prints at the end.
+type clientResult struct {
+	Event           string         `json:"event"`
+	Total           int            `json:"total"`
+	Connected       int            `json:"connected"`
+	Failed          int            `json:"failed"`
+	Upgraded        int            `json:"upgraded"`
+	PerNode         map[string]int `json:"perNode"`
+	TransportsAtEnd map[string]int `json:"transportsAtEnd"`
+	AliveAtEnd      int            `json:"aliveAtEnd"`
+	EchoOK          int            `json:"echoOk"`
+	EchoFailed      int            `json:"echoFailed"`
+	ConnectErrors   []struct {
+		Message string `json:"message"`
+		Count   int    `json:"count"`
+	} `json:"connectErrors"`
+	UpgradeErrors []struct {
+		Message string `json:"message"`
+		Count   int    `json:"count"`
+	} `json:"upgradeErrors"`
+	DisconnectsDuringHold struct {
+		Count   int            `json:"count"`
+		Reasons map[string]int `json:"reasons"`
+	} `json:"disconnectsDuringHold"`
+	EchoNodeMismatch int `json:"echoNodeMismatch"`
+}
+
+// clientRun is a running sio-clients.js.
+type clientRun struct {
+	t      testing.TB
+	cmd    *exec.Cmd
+	ready  chan struct{}
+	result chan clientResult
+	errs   chan error
+}
+
+// startClients starts sio-clients.js against the test Caddy with the given
+// flags. Ready returns once every client connected or failed; Result waits
+// for the end of the run.
+func startClients(t testing.TB, flags ...string) *clientRun {
+	t.Helper()
+	args := append([]string{filepath.Join(repoRoot(t), "caddytest", "testdata", "sio-clients.js"), "--url", "http://" + siteAddr}, flags...)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	cmd := exec.CommandContext(ctx, "node", args...)
+	cmd.Stderr = &prefixWriter{t: t, prefix: "clients: "}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("starting clients: %v", err)
+	}
+	run := &clientRun{t: t, cmd: cmd, ready: make(chan struct{}), result: make(chan clientResult, 1), errs: make(chan error, 1)}
+	var once sync.Once
+	go func() {
+		defer cancel()
+		defer once.Do(func() { close(run.ready) })
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 0, 1<<20), 16<<20)
+		var got bool
+		for sc.Scan() {
+			var ev struct {
+				Event string `json:"event"`
+			}
+			line := sc.Bytes()
+			if json.Unmarshal(line, &ev) != nil {
+				continue
+			}
+			switch ev.Event {
+			case "ready":
+				once.Do(func() { close(run.ready) })
+			case "result":
+				var res clientResult
+				if err := json.Unmarshal(line, &res); err != nil {
+					run.errs <- fmt.Errorf("decoding result: %v", err)
+					return
+				}
+				got = true
+				run.result <- res
+			}
+		}
+		err := cmd.Wait()
+		if !got {
+			run.errs <- fmt.Errorf("clients ended without a result: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+		}
+	})
+	return run
+}
+
+// Ready waits until the connect phase is over.
+func (c *clientRun) Ready() {
+	c.t.Helper()
+	select {
+	case <-c.ready:
+	case <-time.After(4 * time.Minute):
+		c.t.Fatal("clients never became ready")
+	}
+}
+
+// Result waits for the run to end and returns its summary.
+func (c *clientRun) Result() clientResult {
+	c.t.Helper()
+	select {
+	case res := <-c.result:
+		return res
+	case err := <-c.errs:
+		c.t.Fatal(err)
+	case <-time.After(5 * time.Minute):
+		c.t.Fatal("clients never finished")
+	}
+	return clientResult{}
+}
+
+// runClients runs sio-clients.js to the end.
+func runClients(t testing.TB, flags ...string) clientResult {
+	t.Helper()
+	return startClients(t, flags...).Result()
+}
+
+// proxyConfig is a Caddyfile for the test Caddy: one site on siteAddr whose
+// route runs the socketio handler (unless handler is false) and a
+// reverse_proxy to the nodes with the given lb_policy block and extra
+// reverse_proxy lines.
+type proxyConfig struct {
+	Nodes    []*sioNode
+	Handler  bool
+	Policy   string // e.g. "socketio", "socketio {\n fallback least_conn\n}", "round_robin"
+	Extra    string // more reverse_proxy subdirectives
+	GlobalEx string // more global options
+}
+
+func (pc proxyConfig) Caddyfile() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "{\n\tadmin localhost:2999\n\thttp_port 9080\n\thttps_port 9443\n\tauto_https off\n\tgrace_period 5s\n%s}\n", pc.GlobalEx)
+	fmt.Fprintf(&b, "http://%s {\n", siteAddr)
+	if pc.Handler {
+		b.WriteString("\tsocketio\n")
+	}
+	b.WriteString("\treverse_proxy")
+	for _, n := range pc.Nodes {
+		b.WriteString(" " + n.Dial())
+	}
+	b.WriteString(" {\n")
+	if pc.Policy != "" {
+		fmt.Fprintf(&b, "\t\tlb_policy %s\n", pc.Policy)
+	}
+	if pc.Extra != "" {
+		b.WriteString(pc.Extra + "\n")
+	}
+	b.WriteString("\t}\n}\n")
+	return b.String()
+}
+
+// loadConfig (re)loads the test Caddy with cfg.
+func loadConfig(t testing.TB, tester *caddytester.Tester, caddyfile string) {
+	t.Helper()
+	tester.InitServer(caddyfile, "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+}
+
+// prefixWriter sends a child's stderr to the test log, line by line.
+type prefixWriter struct {
+	t      testing.TB
+	prefix string
+	mu     sync.Mutex
+	buf    []byte
+}
+
+func (w *prefixWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	for {
+		i := strings.IndexByte(string(w.buf), '\n')
+		if i < 0 {
+			break
+		}
+		w.t.Log(w.prefix + string(w.buf[:i]))
+		w.buf = w.buf[i+1:]
+	}
+	return len(p), nil
+}
+
+var _ io.Writer = (*prefixWriter)(nil)

@@ -1,0 +1,186 @@
+package module
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/net/http/httpguts"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-socketio/caddy-socketio/selection/engineio"
+)
+
+func init() {
+	caddy.RegisterModule(new(Handler))
+}
+
+// DefaultPath is where Engine.IO servers and clients expect the protocol
+// (Socket.IO's default `path` option).
+const DefaultPath = "/socket.io/"
+
+// Handler prepares Engine.IO (Socket.IO) requests for a load-balanced
+// reverse_proxy and teaches the `socketio` selection policy which upstream
+// owns each session. It must run in the same route as, and before,
+// `reverse_proxy` with `lb_policy socketio`.
+//
+// For requests under Path it:
+//
+//   - refuses (400) requests whose Engine.IO parameters are ambiguous or
+//     malformed: a repeated sid, EIO or transport; an empty, oversized or
+//     non-printable sid; a non-numeric EIO;
+//   - refuses (400) any `Upgrade` other than WebSocket (e.g. `h2c`), and
+//     WebSocket upgrades on a request that does not ask for the websocket
+//     transport: an Engine.IO backend has no use for them;
+//   - on HTTP/1.x WebSocket requests, sets the canonical `Connection:
+//     Upgrade` and `Upgrade: websocket`, also when a middlebox dropped the
+//     `upgrade` token from Connection or both headers (the request still
+//     carries its Sec-WebSocket-Key), so that reverse_proxy proxies the
+//     upgrade instead of a plain GET. HTTP/2 and HTTP/3 WebSockets
+//     (extended CONNECT) carry no such headers and are left alone;
+//   - reads the session id from every polling handshake response and pins
+//     it to the upstream the policy chose, before the first byte of the
+//     response reaches the client;
+//   - drops a pin when its owner answers a request of the session with
+//     engine.io's 400 "Session ID unknown".
+//
+// Requests outside Path pass through untouched.
+type Handler struct {
+	// The path prefix of the Engine.IO endpoint, as configured on the
+	// servers and clients (`path` option). A request to the path without
+	// its trailing slash also matches (clients with addTrailingSlash:
+	// false). Default: `/socket.io/`.
+	Path string `json:"path,omitempty"`
+
+	logger     *zap.Logger
+	pathNoTail string
+
+	warnPolicy sync.Once
+}
+
+// CaddyModule returns the Caddy module information.
+func (*Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.socketio",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets up the handler.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.Path == "" {
+		h.Path = DefaultPath
+	}
+	h.pathNoTail = strings.TrimSuffix(h.Path, "/")
+	return nil
+}
+
+// Validate checks the handler's settings.
+func (h *Handler) Validate() error {
+	if !strings.HasPrefix(h.Path, "/") {
+		return fmt.Errorf("path must start with '/': %q", h.Path)
+	}
+	return nil
+}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if !h.matches(r.URL.Path) {
+		return next.ServeHTTP(w, r)
+	}
+	q, err := engineio.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return h.refuse(r, err)
+	}
+	if err := h.prepareUpgrade(r, q); err != nil {
+		return h.refuse(r, err)
+	}
+	if !q.IsEngineIO() || q.Transport != engineio.TransportPolling {
+		return next.ServeHTTP(w, r)
+	}
+
+	var ex *exchange
+	switch {
+	case q.SID == "" && r.Method == http.MethodGet:
+		ex = newExchange(h, w, r, learnHandshake, "")
+	case q.SID != "":
+		ex = newExchange(h, w, r, learnSession, q.SID)
+	default:
+		return next.ServeHTTP(w, r)
+	}
+	caddyhttp.SetVar(r.Context(), exchangeVar, ex)
+	if err := next.ServeHTTP(ex, r); err != nil {
+		return err
+	}
+	return ex.finish()
+}
+
+// matches reports whether path is the Engine.IO endpoint.
+func (h *Handler) matches(path string) bool {
+	return strings.HasPrefix(path, h.Path) || path == h.pathNoTail
+}
+
+// Errors of prepareUpgrade.
+var (
+	errUpgradeNotWebSocket = fmt.Errorf("upgrade to a protocol other than websocket")
+	errUpgradeNotTransport = fmt.Errorf("websocket upgrade on a request for another transport")
+)
+
+// prepareUpgrade refuses upgrades an Engine.IO backend cannot want and
+// gives HTTP/1.x WebSocket requests canonical upgrade headers.
+func (h *Handler) prepareUpgrade(r *http.Request, q engineio.Query) error {
+	if r.ProtoMajor != 1 {
+		// HTTP/2 and HTTP/3 have no Upgrade; their WebSockets arrive as
+		// extended CONNECT and reverse_proxy translates them itself
+		return nil
+	}
+	upgrade := r.Header["Upgrade"]
+	if len(upgrade) > 0 {
+		if !httpguts.HeaderValuesContainsToken(upgrade, "websocket") {
+			return errUpgradeNotWebSocket
+		}
+		if q.Transport != engineio.TransportWebSocket {
+			return errUpgradeNotTransport
+		}
+	}
+	if q.Transport != engineio.TransportWebSocket || r.Method != http.MethodGet {
+		return nil
+	}
+	// a WebSocket handshake: Upgrade names websocket, or a middlebox
+	// stripped the hop-by-hop headers but the client's key is still there
+	if len(upgrade) > 0 || (r.Header.Get("Sec-WebSocket-Key") != "" && r.Header.Get("Sec-WebSocket-Version") != "") {
+		r.Header["Connection"] = []string{"Upgrade"}
+		r.Header["Upgrade"] = []string{"websocket"}
+	}
+	return nil
+}
+
+// refuse answers 400 for a request that must not reach a backend.
+func (h *Handler) refuse(r *http.Request, err error) error {
+	if c := h.logger.Check(zapcore.DebugLevel, "refused Engine.IO request"); c != nil {
+		c.Write(zap.Error(err), zap.String("method", r.Method), zap.String("uri", r.RequestURI))
+	}
+	return caddyhttp.Error(http.StatusBadRequest, err)
+}
+
+// warnNoPolicy warns, once per handler, that a handshake went through a
+// reverse_proxy whose selection policy is not socketio: nothing can be
+// learned, and sessions are only as sticky as that policy makes them.
+func (h *Handler) warnNoPolicy() {
+	h.warnPolicy.Do(func() {
+		h.logger.Warn("an Engine.IO handshake was answered without the socketio selection policy choosing its upstream; use 'lb_policy socketio' in the reverse_proxy that follows this handler")
+	})
+}
+
+// Interface guards
+var (
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+)

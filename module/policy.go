@@ -1,0 +1,279 @@
+package module
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
+	"github.com/caddy-socketio/caddy-socketio/selection"
+	"github.com/caddy-socketio/caddy-socketio/selection/engineio"
+	"github.com/caddy-socketio/caddy-socketio/selection/pins"
+)
+
+func init() {
+	caddy.RegisterModule(new(SocketIOSelection))
+}
+
+// SocketIOSelection is a load-balancing selection policy that keeps every
+// request of an Engine.IO (Socket.IO) session on the upstream that minted
+// the session's id.
+//
+// Engine.IO clients open a session with a polling handshake, then send
+// more polls, POSTs and a WebSocket upgrade that carry `?sid=`; every one
+// of them must reach the same node, or the node answers 400 "Session ID
+// unknown" and the client starts over. This policy routes:
+//
+//   - a request whose sid is pinned to an available upstream of the pool
+//     to that upstream;
+//   - a request whose sid is pinned to an upstream that is down to no
+//     upstream at all (503 at once unless retries are configured): no
+//     other node knows the session, so the client should start a new one;
+//   - a request whose sid is not pinned by client-IP hashing (the same
+//     hash as `client_ip_hash`);
+//   - a request without sid (a new session, or anything that is not
+//     Engine.IO) to the fallback policy.
+//
+// Pins are learned from handshake responses by the `socketio` HTTP
+// handler, which must run in the same route before `reverse_proxy`.
+// Without the handler the policy still keeps every session of a client
+// with a stable address on one node, as long as the fallback is
+// `client_ip_hash` (the default), because handshakes and session requests
+// are then hashed alike.
+//
+// Pins are shared by every socketio policy of the process and survive
+// config reloads. When several policies are loaded, the store uses the
+// largest `ttl` and the largest `max_sessions` among them.
+type SocketIOSelection struct {
+	// The policy that places new sessions (requests without a sid).
+	// Default: `client_ip_hash`, which honours the server's
+	// `trusted_proxies`. Any selection policy works; `least_conn` spreads
+	// clients behind one NAT evenly but needs the `socketio` handler, and
+	// Socket.IO's connection state recovery then only works with an
+	// adapter that shares state across nodes.
+	FallbackRaw json.RawMessage `json:"fallback,omitempty" caddy:"namespace=http.reverse_proxy.selection_policies inline_key=policy"`
+
+	// How long a pin lives without a request routed by it. A live polling
+	// session makes a request at least every pingInterval (25 s by
+	// default); a session that upgraded to WebSocket makes none. Must
+	// exceed the servers' pingInterval + pingTimeout. Default: 90s.
+	TTL caddy.Duration `json:"ttl,omitempty"`
+
+	// The most pins kept at once. When a new session would exceed it, the
+	// pin idle the longest is evicted (its session then falls back to
+	// client-IP hashing). Each pin costs about 130 bytes.
+	// Default: 1000000.
+	MaxSessions int `json:"max_sessions,omitempty"`
+
+	fallback reverseproxy.Selector
+	sessions *sharedSessions
+	dials    []string
+	logger   *zap.Logger
+
+	warnNoHandler sync.Once
+}
+
+// CaddyModule returns the Caddy module information.
+func (*SocketIOSelection) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.reverse_proxy.selection_policies.socketio",
+		New: func() caddy.Module { return new(SocketIOSelection) },
+	}
+}
+
+// Provision sets up the policy: it loads the fallback policy, joins the
+// process's pin store and registers the static upstreams of the enclosing
+// reverse_proxy, so that pins to an upstream are dropped when the last
+// configuration using it is unloaded.
+func (s *SocketIOSelection) Provision(ctx caddy.Context) error {
+	s.logger = ctx.Logger()
+	if s.TTL == 0 {
+		s.TTL = caddy.Duration(pins.DefaultTTL)
+	}
+	if s.MaxSessions == 0 {
+		s.MaxSessions = pins.DefaultCapacity
+	}
+	if s.FallbackRaw == nil {
+		s.FallbackRaw = caddyconfig.JSONModuleObject(reverseproxy.ClientIPHashSelection{}, "policy", "client_ip_hash", nil)
+	}
+	mod, err := ctx.LoadModule(s, "FallbackRaw")
+	if err != nil {
+		return fmt.Errorf("loading fallback selection policy: %v", err)
+	}
+	s.fallback = mod.(reverseproxy.Selector)
+
+	s.dials = enclosingDials(ctx)
+	s.sessions = acquireSessions()
+	s.sessions.store.Acquire(s.dials)
+	s.sessions.register(s, limits{ttl: time.Duration(s.TTL), capacity: s.MaxSessions})
+	return nil
+}
+
+// enclosingDials returns the dial addresses of the static upstreams of the
+// nearest reverse_proxy handler above this policy (it may also be the
+// fallback of another policy).
+func enclosingDials(ctx caddy.Context) []string {
+	mods := ctx.Modules()
+	for i := len(mods) - 1; i >= 0; i-- {
+		h, ok := mods[i].(*reverseproxy.Handler)
+		if !ok {
+			continue
+		}
+		dials := make([]string, 0, len(h.Upstreams))
+		for _, u := range h.Upstreams {
+			dials = append(dials, u.Dial)
+		}
+		return dials
+	}
+	return nil
+}
+
+// Validate checks the policy's settings.
+func (s *SocketIOSelection) Validate() error {
+	if s.TTL < 0 {
+		return fmt.Errorf("ttl must not be negative: %s", time.Duration(s.TTL))
+	}
+	if s.TTL > 0 && time.Duration(s.TTL) < time.Second {
+		return fmt.Errorf("ttl must be at least 1s: %s", time.Duration(s.TTL))
+	}
+	if s.MaxSessions < 0 {
+		return fmt.Errorf("max_sessions must not be negative: %d", s.MaxSessions)
+	}
+	return nil
+}
+
+// Cleanup releases the policy's hold on the pin store and on the dial
+// addresses of its upstreams.
+func (s *SocketIOSelection) Cleanup() error {
+	if s.sessions == nil {
+		return nil
+	}
+	s.sessions.unregister(s)
+	s.sessions.store.Release(s.dials)
+	releaseSessions()
+	s.sessions = nil
+	return nil
+}
+
+// Select returns the upstream that must serve r, or nil if none may.
+func (s *SocketIOSelection) Select(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) *reverseproxy.Upstream {
+	up, route := s.choose(pool, r, w)
+	if ex := exchangeFrom(r); ex != nil {
+		ex.policy, ex.upstream, ex.route = s, up, route
+	}
+	if c := s.logger.Check(zapcore.DebugLevel, "selected upstream"); c != nil {
+		fields := []zap.Field{zap.Stringer("route", route)}
+		if up != nil {
+			fields = append(fields, zap.String("upstream", up.Dial))
+		}
+		c.Write(fields...)
+	}
+	return up
+}
+
+func (s *SocketIOSelection) choose(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) (*reverseproxy.Upstream, selection.Route) {
+	q, err := engineio.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		// ambiguous or malformed: the handler answers 400 for these; on
+		// its own the policy must not guess which node to send it to
+		return nil, selection.RouteRefused
+	}
+	if !q.IsEngineIO() || q.SID == "" {
+		if q.IsEngineIO() && q.Transport == engineio.TransportPolling {
+			s.checkLearning(r)
+		}
+		return s.fallback.Select(pool, r, w), selection.RouteNew
+	}
+	p := upstreamPool(pool)
+	var buf [pins.MaxOwners]pins.Owner
+	owners := s.sessions.store.Lookup(q.SID, buf[:0])
+	var client uint64
+	if len(owners) > 1 {
+		client = pins.ClientHash(clientIP(r))
+	}
+	i, o, route := selection.Owner(p, owners, client)
+	switch route {
+	case selection.RouteOwner:
+		s.sessions.store.Touch(owners[o])
+		return pool[i], route
+	case selection.RouteUnknown:
+		if i = selection.Hash(p, clientIP(r)); i >= 0 {
+			return pool[i], route
+		}
+		return nil, route
+	default:
+		return nil, route
+	}
+}
+
+// checkLearning warns, once, when a polling handshake is placed by a
+// fallback other than client-IP hashing and no socketio handler is there
+// to learn where it went: the session's next requests would then be routed
+// by client IP, which may pick another node.
+func (s *SocketIOSelection) checkLearning(r *http.Request) {
+	if exchangeFrom(r) != nil {
+		return
+	}
+	if _, ipHash := s.fallback.(*reverseproxy.ClientIPHashSelection); ipHash {
+		return
+	}
+	s.warnNoHandler.Do(func() {
+		s.logger.Warn("new Engine.IO sessions are placed by a fallback other than client_ip_hash, but no socketio handler learns where they go; add the socketio directive to the route of this reverse_proxy",
+			zap.String("fallback", fmt.Sprintf("%T", s.fallback)))
+	})
+}
+
+// pin records that upstream minted sid for the client of r.
+func (s *SocketIOSelection) pin(sid string, upstream *reverseproxy.Upstream, r *http.Request) pins.PinResult {
+	return s.sessions.store.Pin(sid, upstream.Dial, pins.ClientHash(clientIP(r)))
+}
+
+// drop forgets the pin of sid to upstream.
+func (s *SocketIOSelection) drop(sid string, upstream *reverseproxy.Upstream) bool {
+	return s.sessions.store.Drop(sid, upstream.Dial)
+}
+
+func upstreamPool(pool reverseproxy.UpstreamPool) selection.Pool[*reverseproxy.Upstream] {
+	return selection.Pool[*reverseproxy.Upstream]{Upstreams: pool, Dial: upstreamDial, Available: upstreamAvailable}
+}
+
+func upstreamDial(u *reverseproxy.Upstream) string   { return u.Dial }
+func upstreamAvailable(u *reverseproxy.Upstream) bool { return u.Available() }
+
+// clientIP returns the client address Caddy determined for r (honouring
+// trusted_proxies), without a port, the same key client_ip_hash hashes.
+func clientIP(r *http.Request) string {
+	addr, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	if addr == "" {
+		addr = r.RemoteAddr
+	}
+	// strip a port without allocating (net.SplitHostPort allocates an
+	// error for the usual port-less value)
+	switch {
+	case strings.HasPrefix(addr, "["):
+		if end := strings.IndexByte(addr, ']'); end > 0 {
+			return addr[1:end]
+		}
+	case strings.Count(addr, ":") == 1:
+		return addr[:strings.IndexByte(addr, ':')]
+	}
+	return addr
+}
+
+// Interface guards
+var (
+	_ reverseproxy.Selector = (*SocketIOSelection)(nil)
+	_ caddy.Provisioner     = (*SocketIOSelection)(nil)
+	_ caddy.Validator       = (*SocketIOSelection)(nil)
+	_ caddy.CleanerUpper    = (*SocketIOSelection)(nil)
+)

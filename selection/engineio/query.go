@@ -1,0 +1,199 @@
+// Package engineio reads the parts of the Engine.IO protocol that a load
+// balancer needs: what a request is (handshake, poll, upgrade probe), which
+// session it belongs to, and which session id a handshake response minted.
+//
+// Everything here treats its input as untrusted and never allocates on the
+// paths that run for every request.
+package engineio
+
+import (
+	"errors"
+	"net/url"
+	"strings"
+)
+
+// MaxSIDLength is the longest session id accepted in a request, in bytes
+// after percent-decoding. Real servers mint 20 (Node, python-engineio),
+// 24 (zishang520), 32 (old python-engineio) or 36 (UUIDs) characters; the
+// bound leaves room for custom generateId functions while keeping a hostile
+// client from making the pin store hash or copy kilobytes.
+const MaxSIDLength = 128
+
+// Transport is the value of the transport query parameter.
+type Transport uint8
+
+// Transports known to Engine.IO. WebTransport never reaches an HTTP/1.1 or
+// plain HTTP/2 handler, so it is reported as TransportUnknown.
+const (
+	TransportNone Transport = iota
+	TransportPolling
+	TransportWebSocket
+	TransportUnknown
+)
+
+// String returns the protocol name of t.
+func (t Transport) String() string {
+	switch t {
+	case TransportNone:
+		return ""
+	case TransportPolling:
+		return "polling"
+	case TransportWebSocket:
+		return "websocket"
+	default:
+		return "unknown"
+	}
+}
+
+// Query holds the Engine.IO parameters of a request's query string.
+type Query struct {
+	// EIO is the protocol revision (3 or 4 today); 0 when absent.
+	EIO int
+	// Transport is the requested transport.
+	Transport Transport
+	// SID is the session id, percent-decoded; empty when absent. When the
+	// raw value needs no decoding it shares memory with the raw query.
+	SID string
+	// JSONP is true when the request carries j=<n>: an old-browser polling
+	// transport whose responses wrap the payload in a script.
+	JSONP bool
+}
+
+// IsEngineIO reports whether q names an Engine.IO request: every request an
+// Engine.IO client makes carries both EIO and transport, so a request
+// without them (the client bundle, an application's own query strings with
+// a "sid") is never treated as one.
+func (q Query) IsEngineIO() bool {
+	return q.EIO != 0 && q.Transport != TransportNone
+}
+
+// Errors returned by ParseQuery. Each one is a client error: the request
+// is malformed and must not be routed by its session id.
+var (
+	ErrRepeatedParam = errors.New("engine.io parameter repeated")
+	ErrEmptySID      = errors.New("empty sid")
+	ErrSIDTooLong    = errors.New("sid too long")
+	ErrSIDInvalid    = errors.New("sid contains invalid characters")
+	ErrBadEIO        = errors.New("invalid EIO protocol version")
+)
+
+// ParseQuery extracts the Engine.IO parameters from a raw (still
+// percent-encoded) query string without allocating, except to decode a
+// sid that is percent-encoded.
+//
+// Rules, chosen so that the proxy and every backend agree on what a request
+// means:
+//   - EIO, transport and sid may appear at most once. Servers read repeated
+//     parameters differently (Node's querystring makes an array, Go and
+//     Python take the first), so a repeated sid could be routed by one
+//     value and served by another.
+//   - A present sid must be 1..MaxSIDLength visible ASCII characters after
+//     decoding. engine.io treats "sid=" as a handshake while a proxy sees a
+//     session request: refuse rather than guess.
+//   - EIO must be a decimal number from 1 to 99.
+func ParseQuery(raw string) (Query, error) {
+	var q Query
+	var seenEIO, seenTransport, seenSID bool
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		key, val, _ := strings.Cut(pair, "=")
+		if strings.ContainsAny(key, "%+") {
+			// servers decode keys too: "%73id" is a sid to Node, Go and
+			// Python alike, so it must be one here
+			if k, err := url.QueryUnescape(key); err == nil {
+				key = k
+			}
+		}
+		switch key {
+		case "EIO":
+			if seenEIO {
+				return Query{}, ErrRepeatedParam
+			}
+			seenEIO = true
+			v, ok := parseEIO(val)
+			if !ok {
+				return Query{}, ErrBadEIO
+			}
+			q.EIO = v
+		case "transport":
+			if seenTransport {
+				return Query{}, ErrRepeatedParam
+			}
+			seenTransport = true
+			q.Transport = parseTransport(val)
+		case "sid":
+			if seenSID {
+				return Query{}, ErrRepeatedParam
+			}
+			seenSID = true
+			sid, err := decodeSID(val)
+			if err != nil {
+				return Query{}, err
+			}
+			q.SID = sid
+		case "j":
+			q.JSONP = true
+		}
+	}
+	return q, nil
+}
+
+func parseEIO(s string) (int, bool) {
+	if len(s) == 0 || len(s) > 2 {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, n > 0
+}
+
+func parseTransport(s string) Transport {
+	switch s {
+	case "polling":
+		return TransportPolling
+	case "websocket":
+		return TransportWebSocket
+	default:
+		return TransportUnknown
+	}
+}
+
+// decodeSID validates and, when needed, percent-decodes a raw sid value.
+func decodeSID(raw string) (string, error) {
+	if raw == "" {
+		return "", ErrEmptySID
+	}
+	// a percent-encoded sid decodes to at most a third of its length, so
+	// anything beyond three times the bound cannot be valid: refuse it
+	// before spending any work on it
+	if len(raw) > 3*MaxSIDLength {
+		return "", ErrSIDTooLong
+	}
+	sid := raw
+	if strings.ContainsAny(raw, "%+") {
+		decoded, err := url.QueryUnescape(raw)
+		if err != nil {
+			return "", ErrSIDInvalid
+		}
+		sid = decoded
+	}
+	if len(sid) > MaxSIDLength {
+		return "", ErrSIDTooLong
+	}
+	if len(sid) == 0 {
+		return "", ErrEmptySID
+	}
+	for i := 0; i < len(sid); i++ {
+		if c := sid[i]; c <= ' ' || c >= 0x7f {
+			return "", ErrSIDInvalid
+		}
+	}
+	return sid, nil
+}

@@ -1,0 +1,486 @@
+// Package pins remembers which upstream owns each Engine.IO session.
+//
+// A Store maps a session id (sid) to the upstream, named by its dial
+// address, that minted it. Lookups are lock-striped so that the requests
+// of many sessions never wait on one another; every change (a new pin, a
+// drop, an eviction) goes through one writer lock that also keeps the pins
+// in least-recently-used order, which makes expiry and eviction exact and
+// O(1) per pin.
+package pins
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// MaxOwners bounds how many upstreams may hold live pins for one sid at
+// the same time. Two nodes minting the same sid is rare (random 20-char
+// ids) or routine (sequential ids such as "1", "2", … from some servers);
+// either way a handful of owners is all that can be told apart.
+const MaxOwners = 4
+
+const shardCount = 64
+
+// Store is a bounded, expiring map from session ids to owning upstreams.
+// The zero value is not usable; use New. All methods are safe for
+// concurrent use.
+type Store struct {
+	shards [shardCount]shard
+
+	// writer serialises every change to the maps and the LRU list.
+	writer sync.Mutex
+	// head is the most recently (re)queued entry, tail the least.
+	head, tail *entry
+	count      int
+
+	dials dialTable
+
+	// limits, set by Configure; read without the writer lock
+	ttl      atomic.Uint32 // seconds
+	capacity atomic.Int64
+
+	// now is the clock; tests replace it.
+	now   func() time.Time
+	epoch time.Time
+
+	stats counters
+}
+
+// shard is one stripe of the sid index, padded so that two shards never
+// share a cache line.
+type shard struct {
+	mu sync.RWMutex
+	m  map[string]*entry
+	_  [40]byte
+}
+
+// entry is one (sid, owner) pin. Its size is what a session costs: keep it
+// at 64 bytes.
+type entry struct {
+	sid  string
+	dial uint32 // index in the dial table
+	// touched is the clock reading (seconds since the store's epoch) of
+	// the last request routed by this pin; refreshed without locks.
+	touched atomic.Uint32
+	// queued is the value touched had when the entry was last put at the
+	// head of the LRU list; guarded by Store.writer.
+	queued uint32
+	// client is a hash of the client address that made the handshake; it
+	// tells colliding owners of one sid apart.
+	client     uint64
+	prev, next *entry // LRU list, guarded by Store.writer
+	sibling    *entry // another owner of the same sid, guarded by the shard
+}
+
+type counters struct {
+	pinned, collisions, evicted, expired, dropped, retired, refused atomic.Uint64
+}
+
+// Stats is a snapshot of a Store's counters.
+type Stats struct {
+	// Pins is the number of live pins.
+	Pins int
+	// Pinned counts pins ever created.
+	Pinned uint64
+	// Collisions counts handshakes whose sid already had a live pin to
+	// another upstream.
+	Collisions uint64
+	// Evicted counts pins removed to stay within the capacity.
+	Evicted uint64
+	// Expired counts pins removed after their idle TTL.
+	Expired uint64
+	// Dropped counts pins removed because their owner disowned the sid.
+	Dropped uint64
+	// Retired counts pins removed because their upstream left every
+	// configuration.
+	Retired uint64
+	// Refused counts handshakes not pinned because MaxOwners live pins
+	// already held their sid.
+	Refused uint64
+}
+
+// Defaults used until Configure is called.
+const (
+	DefaultTTL      = 90 * time.Second
+	DefaultCapacity = 1_000_000
+)
+
+// New returns an empty store with the default limits.
+func New() *Store {
+	return newWithClock(time.Now)
+}
+
+// NewWithClock returns an empty store that reads the time from now; it is
+// for tests that move time forward without sleeping.
+func NewWithClock(now func() time.Time) *Store {
+	return newWithClock(now)
+}
+
+func newWithClock(now func() time.Time) *Store {
+	s := &Store{now: now, epoch: now()}
+	for i := range s.shards {
+		s.shards[i].m = make(map[string]*entry)
+	}
+	s.dials.init()
+	s.Configure(DefaultTTL, DefaultCapacity)
+	return s
+}
+
+// Configure sets the idle TTL (rounded up to whole seconds) and the
+// capacity. A smaller capacity takes effect at the next pin.
+func (s *Store) Configure(ttl time.Duration, capacity int) {
+	secs := (ttl + time.Second - 1) / time.Second
+	if secs < 1 {
+		secs = 1
+	}
+	s.ttl.Store(uint32(min(secs, 1<<31)))
+	s.capacity.Store(int64(max(capacity, 1)))
+}
+
+// clock returns seconds since the store's epoch; one second is the
+// resolution of every TTL.
+func (s *Store) clock() uint32 {
+	return uint32(s.now().Sub(s.epoch) / time.Second)
+}
+
+func (s *Store) shardFor(sid string) *shard {
+	return &s.shards[xxhash.Sum64String(sid)%shardCount]
+}
+
+// live reports whether e may still route requests at clock reading now.
+func (s *Store) live(e *entry, now uint32) bool {
+	return now-e.touched.Load() <= s.ttl.Load() && !s.dials.retired(e.dial)
+}
+
+// Owner is a live pin returned by Lookup.
+type Owner struct {
+	// Dial is the owning upstream's dial address.
+	Dial string
+	// Client is the hash of the client address that made the handshake.
+	Client uint64
+	e      *entry
+}
+
+// Lookup appends the live owners of sid to dst and returns it. Callers
+// pass a small array on the stack (var a [MaxOwners]Owner; s.Lookup(sid,
+// a[:0])) so that a lookup does not allocate.
+func (s *Store) Lookup(sid string, dst []Owner) []Owner {
+	now := s.clock()
+	sh := s.shardFor(sid)
+	sh.mu.RLock()
+	for e := sh.m[sid]; e != nil; e = e.sibling {
+		if s.live(e, now) {
+			dst = append(dst, Owner{Dial: s.dials.name(e.dial), Client: e.client, e: e})
+		}
+	}
+	sh.mu.RUnlock()
+	return dst
+}
+
+// Touch marks the pin behind o as used now, postponing its expiry. It
+// takes no lock.
+func (s *Store) Touch(o Owner) {
+	if o.e == nil {
+		return
+	}
+	now := s.clock()
+	// skip the store when it would not change, so that the requests of a
+	// busy session do not keep writing to the same cache line
+	if o.e.touched.Load() != now {
+		o.e.touched.Store(now)
+	}
+}
+
+// PinResult says what Pin did.
+type PinResult uint8
+
+// Results of Pin.
+const (
+	// Pinned: a new pin was created.
+	Pinned PinResult = iota
+	// Refreshed: the same upstream already owned the sid.
+	Refreshed
+	// Collided: the sid was already live on another upstream; the new
+	// owner was added beside it, and lookups tell them apart by client.
+	Collided
+	// Refused: MaxOwners live owners already hold the sid; nothing
+	// changed.
+	Refused
+)
+
+// Pin records that dial minted sid for a client whose address hashes to
+// client (see ClientHash), evicting the least recently used pins if the
+// store is full.
+func (s *Store) Pin(sid, dial string, client uint64) PinResult {
+	id := s.dials.intern(dial)
+	now := s.clock()
+
+	s.writer.Lock()
+	defer s.writer.Unlock()
+
+	s.removeDead(sid, now)
+
+	sh := s.shardFor(sid)
+	sh.mu.Lock()
+	var liveOwners int
+	for e := sh.m[sid]; e != nil; e = e.sibling {
+		if e.dial == id {
+			e.client = client
+			sh.mu.Unlock()
+			e.touched.Store(now)
+			s.requeue(e)
+			return Refreshed
+		}
+		liveOwners++
+	}
+	if liveOwners >= MaxOwners {
+		sh.mu.Unlock()
+		s.stats.refused.Add(1)
+		return Refused
+	}
+	// the sid is shared with the raw query or a response buffer: copy it
+	// so that the pin does not keep either alive
+	e := &entry{sid: strings.Clone(sid), dial: id, client: client, queued: now}
+	e.touched.Store(now)
+	e.sibling = sh.m[sid]
+	sh.m[e.sid] = e
+	sh.mu.Unlock()
+
+	s.pushFront(e)
+	s.count++
+	s.stats.pinned.Add(1)
+	result := Pinned
+	if liveOwners > 0 {
+		result = Collided
+		s.stats.collisions.Add(1)
+	}
+	for capacity := int(s.capacity.Load()); s.count > capacity; {
+		s.evictOldest(now)
+	}
+	return result
+}
+
+// removeDead removes the expired or retired pins of sid, so that a new
+// handshake never counts them as owners. Caller holds s.writer.
+func (s *Store) removeDead(sid string, now uint32) {
+	sh := s.shardFor(sid)
+	for {
+		var dead *entry
+		sh.mu.RLock()
+		for e := sh.m[sid]; e != nil; e = e.sibling {
+			if !s.live(e, now) {
+				dead = e
+				break
+			}
+		}
+		sh.mu.RUnlock()
+		if dead == nil {
+			return
+		}
+		s.remove(dead)
+		if s.dials.retired(dead.dial) {
+			s.stats.retired.Add(1)
+		} else {
+			s.stats.expired.Add(1)
+		}
+	}
+}
+
+// Drop removes the pin of sid to dial, if any: its owner said it no longer
+// knows the session (engine.io's 400 "Session ID unknown"). It reports
+// whether a pin was removed.
+func (s *Store) Drop(sid, dial string) bool {
+	id, ok := s.dials.lookup(dial)
+	if !ok {
+		return false
+	}
+	s.writer.Lock()
+	defer s.writer.Unlock()
+	sh := s.shardFor(sid)
+	sh.mu.RLock()
+	var found *entry
+	for e := sh.m[sid]; e != nil; e = e.sibling {
+		if e.dial == id {
+			found = e
+			break
+		}
+	}
+	sh.mu.RUnlock()
+	if found == nil {
+		return false
+	}
+	s.remove(found)
+	s.stats.dropped.Add(1)
+	return true
+}
+
+// Sweep removes expired pins and pins of retired upstreams, at most limit
+// of them (limit <= 0 means no limit), and returns how many it removed.
+// Because the LRU list is ordered by last use and every pin shares one
+// TTL, it stops at the first pin that is still fresh.
+func (s *Store) Sweep(limit int) int {
+	now := s.clock()
+	ttl := s.ttl.Load()
+	removed := 0
+	s.writer.Lock()
+	defer s.writer.Unlock()
+	for e := s.tail; e != nil && (limit <= 0 || removed < limit); e = s.tail {
+		touched := e.touched.Load()
+		switch {
+		case s.dials.retired(e.dial):
+			s.remove(e)
+			s.stats.retired.Add(1)
+		case now-touched > ttl:
+			s.remove(e)
+			s.stats.expired.Add(1)
+		case touched != e.queued:
+			// used since it was queued: give it its place back
+			s.requeue(e)
+			continue
+		default:
+			return removed
+		}
+		removed++
+	}
+	return removed
+}
+
+// Len returns the number of pins held, live or awaiting a sweep.
+func (s *Store) Len() int {
+	s.writer.Lock()
+	defer s.writer.Unlock()
+	return s.count
+}
+
+// Stats returns a snapshot of the store's counters.
+func (s *Store) Stats() Stats {
+	return Stats{
+		Pins:       s.Len(),
+		Pinned:     s.stats.pinned.Load(),
+		Collisions: s.stats.collisions.Load(),
+		Evicted:    s.stats.evicted.Load(),
+		Expired:    s.stats.expired.Load(),
+		Dropped:    s.stats.dropped.Load(),
+		Retired:    s.stats.retired.Load(),
+		Refused:    s.stats.refused.Load(),
+	}
+}
+
+// evictOldest removes the least recently used pin. Entries used since they
+// were queued are moved back to the head first (CLOCK with timestamps), so
+// the one removed is the pin idle the longest. Caller holds s.writer.
+func (s *Store) evictOldest(now uint32) {
+	// every requeue makes an entry's queued mark current, so after at most
+	// count requeues the tail is the oldest; the bound only guards against
+	// touches racing the loop
+	requeues := s.count
+	for e := s.tail; e != nil; e = s.tail {
+		if touched := e.touched.Load(); touched != e.queued && !s.dials.retired(e.dial) && requeues > 0 {
+			requeues--
+			s.requeue(e)
+			continue
+		}
+		s.remove(e)
+		if s.dials.retired(e.dial) || now-e.touched.Load() > s.ttl.Load() {
+			s.stats.expired.Add(1)
+		} else {
+			s.stats.evicted.Add(1)
+		}
+		return
+	}
+}
+
+// remove unlinks e from its shard and from the LRU list. Caller holds
+// s.writer.
+func (s *Store) remove(e *entry) {
+	sh := s.shardFor(e.sid)
+	sh.mu.Lock()
+	first := sh.m[e.sid]
+	switch {
+	case first == e && e.sibling == nil:
+		delete(sh.m, e.sid)
+	case first == e:
+		sh.m[e.sid] = e.sibling
+	default:
+		for p := first; p != nil; p = p.sibling {
+			if p.sibling == e {
+				p.sibling = e.sibling
+				break
+			}
+		}
+	}
+	sh.mu.Unlock()
+	s.unlink(e)
+	s.count--
+}
+
+// requeue moves e to the head of the LRU list, remembering the touch it
+// was queued for. Caller holds s.writer.
+func (s *Store) requeue(e *entry) {
+	e.queued = e.touched.Load()
+	if s.head == e {
+		return
+	}
+	s.unlink(e)
+	s.pushFront(e)
+}
+
+func (s *Store) pushFront(e *entry) {
+	e.prev, e.next = nil, s.head
+	if s.head != nil {
+		s.head.prev = e
+	}
+	s.head = e
+	if s.tail == nil {
+		s.tail = e
+	}
+}
+
+func (s *Store) unlink(e *entry) {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else if s.head == e {
+		s.head = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else if s.tail == e {
+		s.tail = e.prev
+	}
+	e.prev, e.next = nil, nil
+}
+
+// ClientHash returns the value Pin and Lookup use to tell clients apart.
+func ClientHash(clientIP string) uint64 {
+	return xxhash.Sum64String(clientIP)
+}
+
+// Acquire records that a loaded configuration routes to each of dials. A
+// dial stays current until every Acquire of it has been matched by a
+// Release.
+func (s *Store) Acquire(dials []string) {
+	s.dials.acquire(dials)
+}
+
+// Release undoes one Acquire. The pins of a dial that no configuration
+// uses any more are removed: its sessions cannot be reached through this
+// proxy, and if the address comes back it is a new upstream.
+func (s *Store) Release(dials []string) {
+	if !s.dials.release(dials) {
+		return
+	}
+	s.writer.Lock()
+	defer s.writer.Unlock()
+	for e := s.tail; e != nil; {
+		prev := e.prev
+		if s.dials.retired(e.dial) {
+			s.remove(e)
+			s.stats.retired.Add(1)
+		}
+		e = prev
+	}
+}

@@ -1,0 +1,131 @@
+// Package selection decides which upstream serves an Engine.IO request.
+//
+// It is the pure core of the socketio load-balancing policy: given a pool
+// of upstreams, a way to name them and to tell whether each is available,
+// and what the pin store knows about a session, it picks the owner of the
+// session or says why it cannot. It knows nothing of Caddy, so every rule
+// is testable with plain values, down hosts included.
+package selection
+
+import (
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/caddy-socketio/caddy-socketio/selection/pins"
+)
+
+// Route says how a request was (or could not be) routed.
+type Route uint8
+
+// Routes, in the order Select considers them.
+const (
+	// RouteNew: the request starts a new session (no sid); the fallback
+	// policy places it.
+	RouteNew Route = iota
+	// RouteOwner: the sid is pinned and its owner is available.
+	RouteOwner
+	// RouteOwnerDown: the sid is pinned to an upstream of this pool that
+	// is not available. No other upstream knows the session, so the
+	// request must fail fast and the client start a new one.
+	RouteOwnerDown
+	// RouteUnknown: the sid is not pinned to any upstream of this pool
+	// (the proxy restarted, the pin expired, or the handshake was not
+	// observed); the client address picks the upstream, as the default
+	// fallback did for the handshake.
+	RouteUnknown
+	// RouteRefused: the request's Engine.IO parameters are malformed and
+	// it must not be routed at all.
+	RouteRefused
+)
+
+// String returns a short name for r, used in logs and metrics.
+func (r Route) String() string {
+	switch r {
+	case RouteNew:
+		return "new"
+	case RouteOwner:
+		return "owner"
+	case RouteOwnerDown:
+		return "owner_down"
+	case RouteUnknown:
+		return "unknown"
+	case RouteRefused:
+		return "refused"
+	default:
+		return "invalid"
+	}
+}
+
+// Pool describes a set of upstreams of type U to the selection core.
+type Pool[U any] struct {
+	Upstreams []U
+	// Dial names an upstream; it is the key of every pin.
+	Dial func(U) string
+	// Available reports whether an upstream may take a request now.
+	Available func(U) bool
+}
+
+// Owner picks the upstream of p that owns a session, given the session's
+// live pins and the hash of the requesting client's address. It returns
+// the index of the upstream in p.Upstreams (-1 unless RouteOwner), the
+// index in owners of the pin that decided (-1 for RouteUnknown), and
+// RouteOwner, RouteOwnerDown or RouteUnknown.
+//
+// When two upstreams of the pool minted the same sid (a collision), the
+// pin made for the same client address wins; when none or both match, the
+// newest pin does.
+func Owner[U any](p Pool[U], owners []pins.Owner, client uint64) (upstream, owner int, route Route) {
+	best, bestOwner := -1, -1
+	for oi, o := range owners {
+		i := p.index(o.Dial)
+		if i < 0 {
+			continue
+		}
+		switch {
+		case best < 0:
+			best, bestOwner = i, oi
+		case o.Client == client && owners[bestOwner].Client != client:
+			best, bestOwner = i, oi
+		}
+	}
+	if best < 0 {
+		return -1, -1, RouteUnknown
+	}
+	if !p.Available(p.Upstreams[best]) {
+		return -1, bestOwner, RouteOwnerDown
+	}
+	return best, bestOwner, RouteOwner
+}
+
+func (p Pool[U]) index(dial string) int {
+	for i, u := range p.Upstreams {
+		if p.Dial(u) == dial {
+			return i
+		}
+	}
+	return -1
+}
+
+// Hash picks an available upstream by rendezvous (highest random weight)
+// hashing of key, exactly as Caddy's ip_hash and client_ip_hash policies
+// do: the same key and pool give the same upstream as Caddy's own
+// client_ip_hash, so a handshake placed by that fallback and a later
+// request for the same session agree. It returns -1 if none is available.
+func Hash[U any](p Pool[U], key string) int {
+	var best uint64
+	chosen := -1
+	for i, u := range p.Upstreams {
+		if !p.Available(u) {
+			continue
+		}
+		// xxhash over dial+key, streamed so that nothing is allocated;
+		// identical to hashing the concatenation as Caddy does
+		var d xxhash.Digest
+		d.Reset()
+		_, _ = d.WriteString(p.Dial(u))
+		_, _ = d.WriteString(key)
+		if h := d.Sum64(); h > best {
+			best, chosen = h, i
+		}
+	}
+	return chosen
+}
