@@ -247,7 +247,7 @@ func upstreamPool(pool reverseproxy.UpstreamPool) selection.Pool[*reverseproxy.U
 	return selection.Pool[*reverseproxy.Upstream]{Upstreams: pool, Dial: upstreamDial, Available: upstreamAvailable}
 }
 
-func upstreamDial(u *reverseproxy.Upstream) string   { return u.Dial }
+func upstreamDial(u *reverseproxy.Upstream) string    { return u.Dial }
 func upstreamAvailable(u *reverseproxy.Upstream) bool { return u.Available() }
 
 // clientIP returns the client address Caddy determined for r (honouring
