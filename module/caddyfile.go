@@ -27,18 +27,17 @@ func parseHandlerCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
-//	socketio [<path>] {
-//		path <path>
+//	socketio [<matcher>] {
+//		path <prefix>
 //	}
 //
-// The path may be given inline or in the block, not both.
+// Like every handler directive, socketio takes an optional matcher token
+// first (so `socketio /chat/*` restricts where it runs); the Engine.IO
+// path itself is set with `path`.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
-		h.Path = d.Val()
-		if d.NextArg() {
-			return d.ArgErr()
-		}
+		return d.ArgErr()
 	}
 	for d.NextBlock(0) {
 		switch d.Val() {

@@ -1,0 +1,357 @@
+package pins
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// clock is a settable time source for stores under test.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Unix(1_700_000_000, 0)} }
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func newTestStore(t *testing.T, ttl time.Duration, capacity int) (*Store, *clock) {
+	t.Helper()
+	c := newClock()
+	s := NewWithClock(c.now)
+	s.Configure(ttl, capacity)
+	return s, c
+}
+
+func dialsOf(owners []Owner) []string {
+	var out []string
+	for _, o := range owners {
+		out = append(out, o.Dial)
+	}
+	return out
+}
+
+func lookup(s *Store, sid string) []string {
+	var buf [MaxOwners]Owner
+	return dialsOf(s.Lookup(sid, buf[:0]))
+}
+
+func TestPinLookup(t *testing.T) {
+	s, _ := newTestStore(t, time.Minute, 100)
+	if got := s.Pin("sid1", "a:1", 1); got != Pinned {
+		t.Fatalf("Pin = %v, want Pinned", got)
+	}
+	if got := lookup(s, "sid1"); len(got) != 1 || got[0] != "a:1" {
+		t.Fatalf("Lookup = %v, want [a:1]", got)
+	}
+	if got := lookup(s, "sid2"); len(got) != 0 {
+		t.Fatalf("Lookup of an unknown sid = %v, want none", got)
+	}
+	if got := s.Pin("sid1", "a:1", 2); got != Refreshed {
+		t.Fatalf("second Pin to the same dial = %v, want Refreshed", got)
+	}
+	if n := s.Len(); n != 1 {
+		t.Fatalf("Len = %d, want 1", n)
+	}
+}
+
+func TestPinCopiesSID(t *testing.T) {
+	s, _ := newTestStore(t, time.Minute, 100)
+	buf := []byte("abcdef")
+	s.Pin(string(buf[:3]), "a:1", 0)
+	copy(buf, "xyz")
+	if got := lookup(s, "abc"); len(got) != 1 {
+		t.Fatalf("pin changed with the caller's buffer: %v", got)
+	}
+}
+
+func TestExpiry(t *testing.T) {
+	s, c := newTestStore(t, 10*time.Second, 100)
+	s.Pin("idle", "a:1", 0)
+	s.Pin("busy", "a:1", 0)
+	var buf [MaxOwners]Owner
+	for i := 0; i < 3; i++ {
+		c.advance(6 * time.Second)
+		for _, o := range s.Lookup("busy", buf[:0]) {
+			s.Touch(o)
+		}
+	}
+	t.Run("ok/touched pin lives", func(t *testing.T) {
+		if got := lookup(s, "busy"); len(got) != 1 {
+			t.Fatalf("busy pin gone after 18s with touches every 6s")
+		}
+	})
+	t.Run("ok/idle pin expires", func(t *testing.T) {
+		if got := lookup(s, "idle"); len(got) != 0 {
+			t.Fatalf("idle pin still routes after 18s with a 10s TTL: %v", got)
+		}
+	})
+	t.Run("ok/sweep removes only expired", func(t *testing.T) {
+		if n := s.Sweep(0); n != 1 {
+			t.Fatalf("Sweep removed %d pins, want 1", n)
+		}
+		if st := s.Stats(); st.Pins != 1 || st.Expired != 1 {
+			t.Fatalf("stats after sweep: %+v", st)
+		}
+	})
+	t.Run("ok/exactly at ttl still live", func(t *testing.T) {
+		s, c := newTestStore(t, 10*time.Second, 100)
+		s.Pin("x", "a:1", 0)
+		c.advance(10 * time.Second)
+		if got := lookup(s, "x"); len(got) != 1 {
+			t.Fatal("pin expired at exactly its TTL")
+		}
+		c.advance(time.Second)
+		if got := lookup(s, "x"); len(got) != 0 {
+			t.Fatal("pin alive one second past its TTL")
+		}
+	})
+}
+
+func TestSweepLimitAndRequeue(t *testing.T) {
+	s, c := newTestStore(t, 10*time.Second, 1000)
+	for i := 0; i < 100; i++ {
+		s.Pin(fmt.Sprint("s", i), "a:1", 0)
+	}
+	// keep every tenth pin in use
+	var buf [MaxOwners]Owner
+	c.advance(8 * time.Second)
+	for i := 0; i < 100; i += 10 {
+		for _, o := range s.Lookup(fmt.Sprint("s", i), buf[:0]) {
+			s.Touch(o)
+		}
+	}
+	c.advance(8 * time.Second)
+	if n := s.Sweep(25); n != 25 {
+		t.Fatalf("Sweep(25) removed %d", n)
+	}
+	if n := s.Sweep(0); n != 65 {
+		t.Fatalf("second Sweep removed %d, want the other 65 expired pins", n)
+	}
+	for i := 0; i < 100; i++ {
+		live := len(lookup(s, fmt.Sprint("s", i))) == 1
+		if want := i%10 == 0; live != want {
+			t.Errorf("pin s%d live = %v, want %v", i, live, want)
+		}
+	}
+}
+
+func TestCapacityEvictsLongestIdle(t *testing.T) {
+	s, c := newTestStore(t, time.Hour, 3)
+	var buf [MaxOwners]Owner
+	s.Pin("a", "x:1", 0)
+	c.advance(time.Second)
+	s.Pin("b", "x:1", 0)
+	c.advance(time.Second)
+	s.Pin("c", "x:1", 0)
+	c.advance(time.Second)
+	// "a" is the oldest pin but was just used: "b" is now idle the longest
+	for _, o := range s.Lookup("a", buf[:0]) {
+		s.Touch(o)
+	}
+	c.advance(time.Second)
+	s.Pin("d", "x:1", 0)
+	if got := lookup(s, "b"); len(got) != 0 {
+		t.Errorf("b (idle the longest) was kept")
+	}
+	for _, sid := range []string{"a", "c", "d"} {
+		if got := lookup(s, sid); len(got) != 1 {
+			t.Errorf("%s was evicted", sid)
+		}
+	}
+	st := s.Stats()
+	if st.Pins != 3 || st.Evicted != 1 {
+		t.Errorf("stats: %+v, want 3 pins, 1 evicted", st)
+	}
+	t.Run("ok/bound never exceeded", func(t *testing.T) {
+		for i := 0; i < 1000; i++ {
+			s.Pin(fmt.Sprint("flood", i), "x:1", 0)
+			if n := s.Len(); n > 3 {
+				t.Fatalf("Len = %d after %d pins, capacity 3", n, i)
+			}
+		}
+	})
+	t.Run("ok/shrinking capacity applies at next pin", func(t *testing.T) {
+		s.Configure(time.Hour, 1)
+		s.Pin("last", "x:1", 0)
+		if n := s.Len(); n != 1 {
+			t.Fatalf("Len = %d, want 1", n)
+		}
+	})
+}
+
+func TestCollisions(t *testing.T) {
+	s, c := newTestStore(t, time.Minute, 100)
+	if got := s.Pin("1", "a:1", 11); got != Pinned {
+		t.Fatalf("first pin: %v", got)
+	}
+	if got := s.Pin("1", "b:1", 22); got != Collided {
+		t.Fatalf("same sid from another upstream: %v, want Collided", got)
+	}
+	var buf [MaxOwners]Owner
+	owners := s.Lookup("1", buf[:0])
+	if len(owners) != 2 || owners[0].Dial != "b:1" || owners[0].Client != 22 || owners[1].Dial != "a:1" {
+		t.Fatalf("owners = %+v, want newest (b:1, client 22) first then a:1", owners)
+	}
+	s.Pin("1", "c:1", 0)
+	s.Pin("1", "d:1", 0)
+	t.Run("fail/more than MaxOwners", func(t *testing.T) {
+		if got := s.Pin("1", "e:1", 0); got != Refused {
+			t.Fatalf("fifth owner: %v, want Refused", got)
+		}
+		if st := s.Stats(); st.Collisions != 3 || st.Refused != 1 {
+			t.Fatalf("stats: %+v", st)
+		}
+	})
+	t.Run("ok/expired owners do not count", func(t *testing.T) {
+		c.advance(2 * time.Minute)
+		if got := s.Pin("1", "e:1", 0); got != Pinned {
+			t.Fatalf("pin after every owner expired: %v, want Pinned", got)
+		}
+		if got := lookup(s, "1"); len(got) != 1 || got[0] != "e:1" {
+			t.Fatalf("owners = %v", got)
+		}
+		if n := s.Len(); n != 1 {
+			t.Fatalf("Len = %d: expired siblings kept", n)
+		}
+	})
+}
+
+func TestDrop(t *testing.T) {
+	s, _ := newTestStore(t, time.Minute, 100)
+	s.Pin("x", "a:1", 0)
+	s.Pin("x", "b:1", 0)
+	if s.Drop("x", "c:1") {
+		t.Error("Drop of an upstream that does not own the sid reported success")
+	}
+	if s.Drop("y", "a:1") {
+		t.Error("Drop of an unknown sid reported success")
+	}
+	if !s.Drop("x", "a:1") {
+		t.Fatal("Drop of a pinned sid failed")
+	}
+	if got := lookup(s, "x"); len(got) != 1 || got[0] != "b:1" {
+		t.Fatalf("after dropping a:1: %v, want [b:1]", got)
+	}
+	if !s.Drop("x", "b:1") || s.Len() != 0 {
+		t.Fatalf("Len = %d after dropping every pin", s.Len())
+	}
+}
+
+func TestAcquireRelease(t *testing.T) {
+	s, _ := newTestStore(t, time.Minute, 100)
+	old := []string{"a:1", "b:1", "c:1"}
+	s.Acquire(old)
+	s.Pin("sa", "a:1", 0)
+	s.Pin("sc", "c:1", 0)
+
+	// a reload that drops c:1: the new config acquires first, then the
+	// old one is released
+	next := []string{"a:1", "b:1", "d:1"}
+	s.Acquire(next)
+	s.Release(old)
+
+	t.Run("ok/kept upstream keeps its pins", func(t *testing.T) {
+		if got := lookup(s, "sa"); len(got) != 1 {
+			t.Fatal("pin to a:1 lost in a reload that kept a:1")
+		}
+	})
+	t.Run("ok/removed upstream loses its pins", func(t *testing.T) {
+		if got := lookup(s, "sc"); len(got) != 0 {
+			t.Fatalf("pin to removed c:1 still routes: %v", got)
+		}
+		if st := s.Stats(); st.Pins != 1 || st.Retired != 1 {
+			t.Fatalf("stats: %+v", st)
+		}
+	})
+	t.Run("ok/re-added upstream starts clean", func(t *testing.T) {
+		s.Pin("sc2", "c:1", 0) // a late handshake after removal
+		s.Acquire([]string{"c:1"})
+		if got := lookup(s, "sc2"); len(got) != 1 {
+			t.Fatalf("pin made after re-adding c:1 lost")
+		}
+	})
+	t.Run("ok/unbalanced release is ignored", func(t *testing.T) {
+		s.Release([]string{"zz:1", "zz:1"})
+		if got := lookup(s, "sa"); len(got) != 1 {
+			t.Fatal("releasing an unknown dial removed pins")
+		}
+	})
+}
+
+// TestConcurrentUse runs every operation at once; run with -race.
+func TestConcurrentUse(t *testing.T) {
+	s, c := newTestStore(t, 5*time.Second, 500)
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			var buf [MaxOwners]Owner
+			for i := 0; i < 2000; i++ {
+				sid := fmt.Sprint("s", (w*7919+i)%800)
+				switch i % 5 {
+				case 0:
+					s.Pin(sid, fmt.Sprint("u:", w%3), uint64(w))
+				case 1:
+					s.Drop(sid, fmt.Sprint("u:", w%3))
+				case 2:
+					s.Sweep(10)
+				default:
+					for _, o := range s.Lookup(sid, buf[:0]) {
+						s.Touch(o)
+					}
+				}
+				if i%500 == 0 {
+					c.advance(time.Second)
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	if n := s.Len(); n > 500 {
+		t.Fatalf("Len = %d over capacity 500", n)
+	}
+	// the LRU list and the index agree
+	listed := 0
+	for e := s.head; e != nil; e = e.next {
+		listed++
+	}
+	indexed := 0
+	for i := range s.shards {
+		for _, e := range s.shards[i].m {
+			for ; e != nil; e = e.sibling {
+				indexed++
+			}
+		}
+	}
+	if listed != s.Len() || indexed != s.Len() {
+		t.Fatalf("list has %d entries, index %d, count %d", listed, indexed, s.Len())
+	}
+}
+
+func TestLookupDoesNotAllocate(t *testing.T) {
+	s, _ := newTestStore(t, time.Minute, 100)
+	s.Pin("abcdefghijklmnopqrst", "a:1", 0)
+	var buf [MaxOwners]Owner
+	allocs := testing.AllocsPerRun(1000, func() {
+		for _, o := range s.Lookup("abcdefghijklmnopqrst", buf[:0]) {
+			s.Touch(o)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("Lookup+Touch allocates %v times", allocs)
+	}
+}
