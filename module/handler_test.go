@@ -1,0 +1,361 @@
+package module
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"go.uber.org/zap"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
+	"github.com/caddy-socketio/caddy-socketio/selection"
+	"github.com/caddy-socketio/caddy-socketio/selection/pins"
+)
+
+const openPacket = `0{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}`
+
+// testPolicy returns a socketio policy on the process's pin store whose
+// fallback always picks the first upstream.
+func testPolicy(t *testing.T) *SocketIOSelection {
+	t.Helper()
+	s := &SocketIOSelection{logger: zap.NewNop(), fallback: reverseproxy.FirstSelection{}}
+	s.sessions = acquireSessions()
+	t.Cleanup(releaseSessions)
+	return s
+}
+
+func testHandler(t *testing.T) *Handler {
+	t.Helper()
+	h := &Handler{Path: DefaultPath, logger: zap.NewNop()}
+	h.pathNoTail = strings.TrimSuffix(h.Path, "/")
+	return h
+}
+
+func testPool(dials ...string) reverseproxy.UpstreamPool {
+	var pool reverseproxy.UpstreamPool
+	for _, d := range dials {
+		pool = append(pool, &reverseproxy.Upstream{Dial: d, Host: new(reverseproxy.Host)})
+	}
+	return pool
+}
+
+// newRequest builds a request with the context Caddy's server gives one.
+func newRequest(method, target, clientIP string) *http.Request {
+	r := httptest.NewRequest(method, target, nil)
+	vars := map[string]any{caddyhttp.ClientIPVarKey: clientIP}
+	return r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, vars))
+}
+
+// fakeProxy stands in for reverse_proxy: it asks the policy for an
+// upstream, then writes the response it was given in chunks.
+type fakeProxy struct {
+	policy *SocketIOSelection
+	pool   reverseproxy.UpstreamPool
+	status int
+	chunks []string
+	chosen *reverseproxy.Upstream
+	called bool
+}
+
+func (p *fakeProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
+	p.called = true
+	if p.policy != nil {
+		p.chosen = p.policy.Select(p.pool, r, w)
+	}
+	w.WriteHeader(p.status)
+	for _, c := range p.chunks {
+		if _, err := w.Write([]byte(c)); err != nil {
+			return err
+		}
+		http.NewResponseController(w).Flush()
+	}
+	return nil
+}
+
+// watchingWriter records the response and runs onFirstByte when the first
+// body byte reaches it.
+type watchingWriter struct {
+	*httptest.ResponseRecorder
+	onFirstByte func()
+	flushes     int
+	sawByte     bool
+}
+
+func (w *watchingWriter) Write(p []byte) (int, error) {
+	if !w.sawByte && len(p) > 0 {
+		w.sawByte = true
+		if w.onFirstByte != nil {
+			w.onFirstByte()
+		}
+	}
+	return w.ResponseRecorder.Write(p)
+}
+
+func (w *watchingWriter) Flush() { w.flushes++; w.ResponseRecorder.Flush() }
+
+func lookupDials(s *SocketIOSelection, sid string) []string {
+	var buf [pins.MaxOwners]pins.Owner
+	var out []string
+	for _, o := range s.sessions.store.Lookup(sid, buf[:0]) {
+		out = append(out, o.Dial)
+	}
+	return out
+}
+
+func TestHandlerRefuses(t *testing.T) {
+	h := testHandler(t)
+	tests := []struct {
+		name    string
+		target  string
+		headers map[string]string
+	}{
+		{"fail/repeated sid", "/socket.io/?EIO=4&transport=polling&sid=a&sid=b", nil},
+		{"fail/repeated transport", "/socket.io/?EIO=4&transport=polling&transport=websocket&sid=a", nil},
+		{"fail/empty sid", "/socket.io/?EIO=4&transport=polling&sid=", nil},
+		{"fail/oversize sid", "/socket.io/?EIO=4&transport=polling&sid=" + strings.Repeat("a", 10_000), nil},
+		{"fail/sid with NUL", "/socket.io/?EIO=4&transport=polling&sid=a%00b", nil},
+		{"fail/bad EIO", "/socket.io/?EIO=four&transport=polling", nil},
+		{"fail/h2c upgrade", "/socket.io/?EIO=4&transport=polling", map[string]string{"Upgrade": "h2c", "Connection": "Upgrade, HTTP2-Settings", "HTTP2-Settings": "AAMAAABkAAQAoAAAAAIAAAAA"}},
+		{"fail/h2c upgrade on websocket transport", "/socket.io/?EIO=4&transport=websocket", map[string]string{"Upgrade": "h2c", "Connection": "Upgrade"}},
+		{"fail/websocket upgrade on polling", "/socket.io/?EIO=4&transport=polling&sid=abc", map[string]string{"Upgrade": "websocket", "Connection": "Upgrade"}},
+		{"fail/path without trailing slash", "/socket.io?EIO=4&transport=polling&sid=a&sid=b", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRequest(http.MethodGet, tt.target, "10.0.0.1")
+			for k, v := range tt.headers {
+				r.Header.Set(k, v)
+			}
+			next := &fakeProxy{status: 200}
+			err := h.ServeHTTP(httptest.NewRecorder(), r, next)
+			var herr caddyhttp.HandlerError
+			if !errors.As(err, &herr) || herr.StatusCode != http.StatusBadRequest {
+				t.Fatalf("ServeHTTP error = %v, want a 400 HandlerError", err)
+			}
+			if next.called {
+				t.Fatal("a refused request reached the next handler")
+			}
+		})
+	}
+	t.Run("ok/outside the path nothing is refused", func(t *testing.T) {
+		r := newRequest(http.MethodGet, "/api/items?sid=a&sid=b&EIO=x", "10.0.0.1")
+		r.Header.Set("Upgrade", "h2c")
+		next := &fakeProxy{status: 200}
+		if err := h.ServeHTTP(httptest.NewRecorder(), r, next); err != nil || !next.called {
+			t.Fatalf("err = %v, next called = %v", err, next.called)
+		}
+	})
+	t.Run("ok/custom path", func(t *testing.T) {
+		h := &Handler{Path: "/chat/io/", logger: zap.NewNop(), pathNoTail: "/chat/io"}
+		next := &fakeProxy{status: 200}
+		err := h.ServeHTTP(httptest.NewRecorder(), newRequest(http.MethodGet, "/chat/io/?EIO=4&transport=polling&sid=a&sid=b", "10.0.0.1"), next)
+		if err == nil || next.called {
+			t.Fatalf("custom path not guarded: err = %v", err)
+		}
+		next = &fakeProxy{status: 200}
+		err = h.ServeHTTP(httptest.NewRecorder(), newRequest(http.MethodGet, "/socket.io/?EIO=4&transport=polling&sid=a&sid=b", "10.0.0.1"), next)
+		if err != nil || !next.called {
+			t.Fatalf("default path guarded by a handler configured for another: err = %v", err)
+		}
+	})
+}
+
+func TestHandlerNormalizesUpgrade(t *testing.T) {
+	h := testHandler(t)
+	const ws = "/socket.io/?EIO=4&transport=websocket&sid=abc"
+	tests := []struct {
+		name           string
+		proto          int
+		method         string
+		headers        map[string]string
+		wantConnection string
+		wantUpgrade    string
+	}{
+		{"ok/extra connection tokens", 1, "GET", map[string]string{"Connection": "keep-alive, Upgrade", "Upgrade": "WebSocket"}, "Upgrade", "websocket"},
+		{"ok/upgrade token dropped from connection", 1, "GET", map[string]string{"Connection": "keep-alive", "Upgrade": "websocket"}, "Upgrade", "websocket"},
+		{"ok/no connection header", 1, "GET", map[string]string{"Upgrade": "websocket"}, "Upgrade", "websocket"},
+		{"ok/both hop-by-hop headers dropped", 1, "GET", map[string]string{"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"}, "Upgrade", "websocket"},
+		{"ok/plain GET left alone", 1, "GET", nil, "", ""},
+		{"ok/http2 extended CONNECT left alone", 2, "CONNECT", map[string]string{":protocol": "websocket"}, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRequest(tt.method, ws, "10.0.0.1")
+			r.ProtoMajor = tt.proto
+			for k, v := range tt.headers {
+				r.Header.Set(k, v)
+			}
+			next := &fakeProxy{status: 200}
+			if err := h.ServeHTTP(httptest.NewRecorder(), r, next); err != nil {
+				t.Fatal(err)
+			}
+			if got := r.Header.Get("Connection"); got != tt.wantConnection {
+				t.Errorf("Connection = %q, want %q", got, tt.wantConnection)
+			}
+			if got := r.Header.Get("Upgrade"); got != tt.wantUpgrade {
+				t.Errorf("Upgrade = %q, want %q", got, tt.wantUpgrade)
+			}
+		})
+	}
+}
+
+func TestHandlerLearnsBeforeReleasing(t *testing.T) {
+	h := testHandler(t)
+	policy := testPolicy(t)
+	pool := testPool("a:1", "b:1")
+
+	// the handshake is placed on b:1 (the fake proxy offers only b:1)
+	chunks := []string{openPacket[:30], openPacket[30:]}
+	next := &fakeProxy{policy: policy, pool: pool[1:], status: 200, chunks: chunks}
+	rec := &watchingWriter{ResponseRecorder: httptest.NewRecorder()}
+	var pinnedAtFirstByte []string
+	rec.onFirstByte = func() { pinnedAtFirstByte = lookupDials(policy, "lv_VI97HAXpY6yYWAAAC") }
+
+	r := newRequest(http.MethodGet, "/socket.io/?EIO=4&transport=polling&t=abc", "10.0.0.7")
+	if err := h.ServeHTTP(rec, r, next); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Body.String() != openPacket {
+		t.Fatalf("client got %q, want the backend's bytes %q", rec.Body.String(), openPacket)
+	}
+	if len(pinnedAtFirstByte) != 1 || pinnedAtFirstByte[0] != "b:1" {
+		t.Fatalf("pin when the first byte reached the client: %v, want [b:1]", pinnedAtFirstByte)
+	}
+	if rec.flushes != 1 {
+		t.Errorf("%d flushes reached the client, want 1 (the one after release)", rec.flushes)
+	}
+
+	// the session's next request goes to b:1 from an address that
+	// client-IP hashing sends to a:1
+	poll := newRequest(http.MethodGet, "/socket.io/?EIO=4&transport=polling&sid=lv_VI97HAXpY6yYWAAAC", addressHashingTo(t, pool, 0))
+	if got := policy.Select(pool, poll, nil); got != pool[1] {
+		t.Fatalf("session request routed to %v, want b:1", got)
+	}
+}
+
+func TestHandlerPassesThrough(t *testing.T) {
+	h := testHandler(t)
+	policy := testPolicy(t)
+	pool := testPool("a:1")
+	tests := []struct {
+		name   string
+		policy *SocketIOSelection
+		status int
+		body   string
+	}{
+		{"ok/no socketio policy", nil, 200, `0{"sid":"passThroughNoPolicy0"}`},
+		{"ok/error status", policy, 403, `{"code":4,"message":"Forbidden"}`},
+		{"ok/not an open packet", policy, 200, "<html>maintenance</html>"},
+		{"ok/socket.io connect packet", policy, 200, `40{"sid":"notTheEngineSid00000"}`},
+		{"ok/open packet beyond the cap", policy, 200, `0{"sid":"capped00000000000000","x":"` + strings.Repeat("y", 10_000) + `"}`},
+		{"ok/empty body", policy, 200, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := policy.sessions.store.Len()
+			next := &fakeProxy{policy: tt.policy, pool: pool, status: tt.status, chunks: []string{tt.body}}
+			if len(tt.body) > 100 {
+				next.chunks = []string{tt.body[:100], tt.body[100:5000], tt.body[5000:]}
+			}
+			rec := httptest.NewRecorder()
+			r := newRequest(http.MethodGet, "/socket.io/?EIO=4&transport=polling", "10.0.0.1")
+			if err := h.ServeHTTP(rec, r, next); err != nil {
+				t.Fatal(err)
+			}
+			if rec.Code != tt.status || rec.Body.String() != tt.body {
+				t.Fatalf("client got %d %q, want %d %q", rec.Code, trunc(rec.Body.String()), tt.status, trunc(tt.body))
+			}
+			if after := policy.sessions.store.Len(); after != before {
+				t.Fatalf("pins went from %d to %d", before, after)
+			}
+		})
+	}
+}
+
+func TestHandlerReadFrom(t *testing.T) {
+	h := testHandler(t)
+	policy := testPolicy(t)
+	pool := testPool("c:1")
+	const body = `0{"sid":"readFromPath00000000","upgrades":[]}`
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		policy.Select(pool, r, w)
+		w.WriteHeader(200)
+		_, err := io.Copy(w, strings.NewReader(body))
+		return err
+	})
+	rec := httptest.NewRecorder()
+	if err := h.ServeHTTP(rec, newRequest(http.MethodGet, "/socket.io/?EIO=4&transport=polling", "10.0.0.1"), next); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Body.String() != body {
+		t.Fatalf("body %q", rec.Body.String())
+	}
+	if got := lookupDials(policy, "readFromPath00000000"); len(got) != 1 || got[0] != "c:1" {
+		t.Fatalf("pins = %v, want [c:1]", got)
+	}
+}
+
+func TestHandlerDropsDisownedPins(t *testing.T) {
+	h := testHandler(t)
+	policy := testPolicy(t)
+	pool := testPool("a:1", "b:1")
+	tests := []struct {
+		name     string
+		status   int
+		body     string
+		wantPins int
+	}{
+		{"ok/session unknown drops", 400, `{"code":1,"message":"Session ID unknown"}`, 0},
+		{"ok/bad request keeps", 400, `{"code":3,"message":"Bad request"}`, 1},
+		{"ok/success keeps", 200, "ok", 1},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sid := "disown" + strings.Repeat("x", 10) + string(rune('a'+i))
+			policy.sessions.store.Pin(sid, "b:1", 0)
+			next := &fakeProxy{policy: policy, pool: pool, status: tt.status, chunks: []string{tt.body}}
+			rec := httptest.NewRecorder()
+			r := newRequest(http.MethodPost, "/socket.io/?EIO=4&transport=polling&sid="+sid, "10.0.0.1")
+			if err := h.ServeHTTP(rec, r, next); err != nil {
+				t.Fatal(err)
+			}
+			if next.chosen != pool[1] {
+				t.Fatalf("routed to %v, want the owner b:1", next.chosen)
+			}
+			if rec.Body.String() != tt.body {
+				t.Fatalf("body %q", rec.Body.String())
+			}
+			if got := lookupDials(policy, sid); len(got) != tt.wantPins {
+				t.Fatalf("pins after %d %s: %v, want %d", tt.status, tt.body, got, tt.wantPins)
+			}
+		})
+	}
+}
+
+// addressHashingTo returns a client address that client-IP hashing maps
+// to pool[want].
+func addressHashingTo(t *testing.T, pool reverseproxy.UpstreamPool, want int) string {
+	t.Helper()
+	for i := 1; i < 255; i++ {
+		ip := fmt.Sprintf("10.9.0.%d", i)
+		if selection.Hash(upstreamPool(pool), ip) == want {
+			return ip
+		}
+	}
+	t.Fatal("no address hashes to the wanted upstream")
+	return ""
+}
+
+func trunc(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
