@@ -1,0 +1,63 @@
+package module
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
+	"github.com/caddy-socketio/caddy-socketio/selection"
+)
+
+// TestSelect covers the policy's routes through the Caddy types; the
+// owner-down route needs an unavailable *reverseproxy.Upstream, which only
+// Caddy's own package can make, so it is tested on the selection core and
+// end to end.
+func TestSelect(t *testing.T) {
+	policy := testPolicy(t)
+	pool := testPool("a:1", "b:1", "c:1")
+	policy.sessions.store.Pin("pinnedToB00000000000", "b:1", 0)
+	policy.sessions.store.Pin("pinnedToGone00000000", "z:1", 0)
+	awayFromB := addressHashingTo(t, pool, 0)
+	tests := []struct {
+		name      string
+		pool      reverseproxy.UpstreamPool
+		target    string
+		client    string
+		want      int // index in pool, -1 for nil
+		wantRoute selection.Route
+	}{
+		{"ok/pinned sid goes to its owner", pool, "/socket.io/?EIO=4&transport=polling&sid=pinnedToB00000000000", awayFromB, 1, selection.RouteOwner},
+		{"ok/upgrade probe goes to its owner", pool, "/socket.io/?EIO=4&transport=websocket&sid=pinnedToB00000000000", awayFromB, 1, selection.RouteOwner},
+		{"ok/handshake goes to the fallback", pool, "/socket.io/?EIO=4&transport=polling", awayFromB, 0, selection.RouteNew},
+		{"ok/websocket-only session goes to the fallback", pool, "/socket.io/?EIO=4&transport=websocket", awayFromB, 0, selection.RouteNew},
+		{"ok/non-engine.io request goes to the fallback", pool, "/api?sid=pinnedToB00000000000", awayFromB, 0, selection.RouteNew},
+		{"ok/unknown sid goes by client address", pool, "/socket.io/?EIO=4&transport=polling&sid=neverPinned000000000", awayFromB, 0, selection.RouteUnknown},
+		{"ok/sid pinned outside this pool goes by client address", pool, "/socket.io/?EIO=4&transport=polling&sid=pinnedToGone00000000", awayFromB, 0, selection.RouteUnknown},
+		{"fail/repeated sid is not routed", pool, "/socket.io/?EIO=4&transport=polling&sid=pinnedToB00000000000&sid=x", awayFromB, -1, selection.RouteRefused},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRequest(http.MethodGet, tt.target, tt.client)
+			ex := &exchange{}
+			caddyhttp.SetVar(r.Context(), exchangeVar, ex)
+			got := policy.Select(tt.pool, r, nil)
+			if (tt.want < 0 && got != nil) || (tt.want >= 0 && got != tt.pool[tt.want]) {
+				t.Fatalf("Select = %v, want index %d", got, tt.want)
+			}
+			if ex.route != tt.wantRoute || ex.upstream != got || ex.policy != policy {
+				t.Fatalf("exchange = route %v upstream %v, want route %v", ex.route, ex.upstream, tt.wantRoute)
+			}
+		})
+	}
+	t.Run("ok/unknown sid agrees with client_ip_hash", func(t *testing.T) {
+		for i := 0; i < 50; i++ {
+			r := newRequest(http.MethodGet, "/socket.io/?EIO=4&transport=polling&sid=neverPinned000000000", addressHashingTo(t, pool, i%3))
+			want := reverseproxy.ClientIPHashSelection{}.Select(pool, r, nil)
+			if got := policy.Select(pool, r, nil); got != want {
+				t.Fatalf("unknown sid routed to %v, client_ip_hash picks %v", got, want)
+			}
+		}
+	})
+}
