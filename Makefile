@@ -1,0 +1,55 @@
+# caddy-socketio: developer targets. GNU Make 4.3+.
+#
+#   make test      all tests: go vet, then go test -race (unit + integration;
+#                  the integration tests spawn Node.js socket.io nodes, so this
+#                  runs npm ci first when node_modules is missing or stale)
+#   make lint      gofmt, go vet, staticcheck
+#   make fuzz      each Go fuzz target for FUZZTIME (default 10s)
+#   make build     Caddy with this plugin, built by xcaddy into bin/caddy
+#   make example   the example cluster: 3 socket.io nodes behind Caddy, and clients
+#                  (examples/cluster/run.sh)
+#   make clean     remove bin/
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+GO ?= go
+FUZZTIME ?= 10s
+# staticcheck v0.7.0 and v0.8.2 both run on Go 1.26 here; pinned for repeatable lint
+STATICCHECK_VERSION ?= v0.8.2
+
+.PHONY: help test lint fuzz build example clean node_modules
+
+help:
+	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
+
+node_modules:
+	@scripts/npm-ci-if-needed.sh
+
+test: node_modules
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+lint:
+	@echo "gofmt -l"; \
+	files="$$(find . \( -path ./node_modules -o -path ./bin -o -path ./.git \) -prune -o -name '*.go' -print)"; \
+	unformatted="$$(gofmt -l $$files)"; \
+	if [[ -n "$$unformatted" ]]; then echo "gofmt: these files need formatting (gofmt -w):"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	@echo "bash -n / node --check (scripts)"; \
+	for f in scripts/*.sh examples/cluster/run.sh .ci/run; do bash -n "$$f"; done; \
+	for f in examples/cluster/*.js caddytest/testdata/*.js; do node --check "$$f"; done
+
+fuzz:
+	@FUZZTIME='$(FUZZTIME)' scripts/fuzz.sh
+
+build:
+	@scripts/build-caddy.sh
+
+example:
+	@examples/cluster/run.sh
+
+clean:
+	rm -rf bin

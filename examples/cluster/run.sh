@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# run.sh - the whole example, end to end, on one machine (loopback only):
+#   1. npm ci in the repository root (if node_modules is missing or stale)
+#   2. build Caddy with this plugin into bin/caddy (skipped when up to date)
+#   3. show that both socketio modules are in that binary
+#   4. start three Socket.IO nodes (server.js) on 127.0.0.1:3001-3003 and
+#      Caddy with Caddyfile.example on http://127.0.0.1:8080
+#   5. connect one client, then CLIENTS clients at once, through Caddy
+#   6. stop everything it started
+# Exit status: 0 when every client connected (and upgraded to WebSocket).
+#
+# Works from any directory:  examples/cluster/run.sh   (or: make example)
+# Environment: CLIENTS (default 30; 0 skips the many-clients run),
+#              KEEP_LOGS=1 keeps the log directory.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+
+CLIENTS="${CLIENTS:-30}"
+CADDY="$ROOT/bin/caddy"
+CADDYFILE="$ROOT/Caddyfile.example"
+SITE="http://127.0.0.1:8080"
+ADMIN="http://localhost:2019"
+NODE_PORTS=(3001 3002 3003)
+
+say() { printf '\n==> %s\n' "$*"; }
+die() {
+	printf 'run.sh: error: %s\n' "$*" >&2
+	exit 1
+}
+
+[[ "$CLIENTS" =~ ^[0-9]+$ ]] || die "CLIENTS must be a number, got '$CLIENTS'"
+for tool in node npm go curl; do
+	command -v "$tool" >/dev/null 2>&1 || die "$tool is not on PATH"
+done
+
+LOGDIR="$(mktemp -d "${TMPDIR:-/tmp}/caddy-socketio-example.XXXXXX")"
+PIDS=()  # every process this script started, by pid
+NAMES=() # and what it is, for messages
+
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+cleanup() {
+	local status=$?
+	trap - EXIT INT TERM
+	local i pid
+	for i in "${!PIDS[@]}"; do
+		kill -TERM "${PIDS[$i]}" 2>/dev/null || true
+	done
+	# wait up to 10 s for them to exit, then force
+	for i in "${!PIDS[@]}"; do
+		pid="${PIDS[$i]}"
+		for _ in $(seq 1 100); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		if kill -0 "$pid" 2>/dev/null; then
+			echo "run.sh: ${NAMES[$i]} (pid $pid) did not stop; killing it" >&2
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+		wait "$pid" 2>/dev/null || true
+	done
+	if [[ $status -ne 0 ]]; then
+		local f
+		for f in "$LOGDIR"/*.log; do
+			[[ -s "$f" ]] || continue
+			printf '\n--- %s (last 30 lines) ---\n' "${f##*/}" >&2
+			tail -n 30 "$f" >&2
+		done
+	fi
+	if [[ "${KEEP_LOGS:-0}" == 1 || ($status -ne 0 && -n "$(ls -A "$LOGDIR")") ]]; then
+		echo "run.sh: logs kept in $LOGDIR" >&2
+	else
+		rm -rf "$LOGDIR"
+	fi
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start NAME LOGFILE CMD...: run CMD in the background, remember its pid
+start() {
+	local name="$1" log="$2"
+	shift 2
+	"$@" >"$log" 2>&1 &
+	PIDS+=("$!")
+	NAMES+=("$name")
+}
+
+# port_in_use PORT: true if something on this machine accepts connections on
+# 127.0.0.1:PORT
+port_in_use() {
+	timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+}
+
+# wait_http NAME PID URL: poll URL until it answers 2xx (at most ~15 s), failing
+# early if the process PID is gone
+wait_http() {
+	local name="$1" pid="$2" url="$3"
+	for _ in $(seq 1 75); do
+		if curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then
+			return 0
+		fi
+		kill -0 "$pid" 2>/dev/null || die "$name exited during startup (see its log below)"
+		sleep 0.2
+	done
+	die "$name did not answer $url within 15 s"
+}
+
+say "Node.js packages"
+scripts/npm-ci-if-needed.sh
+
+say "Building Caddy with caddy-socketio (bin/caddy)"
+scripts/build-caddy.sh
+"$CADDY" version
+
+say "bin/caddy list-modules | grep socketio"
+modules="$("$CADDY" list-modules | grep socketio || true)"
+printf '%s\n' "$modules"
+for id in http.handlers.socketio http.reverse_proxy.selection_policies.socketio; do
+	grep -qx "$id" <<<"$modules" || die "module $id is missing from $CADDY"
+done
+
+say "Checking that the ports are free"
+for port in "${NODE_PORTS[@]}" 8080 2019; do
+	if port_in_use "$port"; then
+		die "port $port on 127.0.0.1 is already in use (another run of this example, or another server?). Free it and retry; 'ss -ltnp' shows who holds it."
+	fi
+done
+echo "127.0.0.1 ports ${NODE_PORTS[*]} 8080 2019 are free"
+
+say "Starting Socket.IO nodes on 127.0.0.1:${NODE_PORTS[0]}-${NODE_PORTS[-1]}"
+for i in "${!NODE_PORTS[@]}"; do
+	n=$((i + 1))
+	start "node$n" "$LOGDIR/node$n.log" env PORT="${NODE_PORTS[$i]}" NODE_NAME="node$n" node examples/cluster/server.js
+done
+for i in "${!NODE_PORTS[@]}"; do
+	wait_http "node$((i + 1))" "${PIDS[$i]}" "http://127.0.0.1:${NODE_PORTS[$i]}/healthz"
+	cat "$LOGDIR/node$((i + 1)).log"
+done
+
+say "Starting Caddy: bin/caddy run --config Caddyfile.example"
+start caddy "$LOGDIR/caddy.log" "$CADDY" run --config "$CADDYFILE"
+caddy_pid="${PIDS[-1]}"
+wait_http "caddy (admin API)" "$caddy_pid" "$ADMIN/config/"
+wait_http "caddy (site)" "$caddy_pid" "$SITE/healthz"
+echo "Caddy is up (pid $caddy_pid): site $SITE, admin $ADMIN, log $LOGDIR/caddy.log"
+
+status=0
+say "One client: node examples/cluster/client.js --url $SITE"
+node examples/cluster/client.js --url "$SITE" || status=$?
+
+if [[ "$CLIENTS" -gt 0 ]]; then
+	say "$CLIENTS clients at once: node examples/cluster/client.js --url $SITE --count $CLIENTS"
+	rc=0
+	node examples/cluster/client.js --url "$SITE" --count "$CLIENTS" || rc=$?
+	[[ $status -ne 0 ]] || status=$rc
+fi
+
+if [[ $status -eq 0 ]]; then
+	say "Example OK"
+else
+	say "Example FAILED (client exit status $status)"
+fi
+exit "$status"
