@@ -24,13 +24,6 @@ var (
 	ErrBadSID = errors.New("open packet carries an invalid sid")
 )
 
-// openPacket is the part of the handshake data this package reads. The
-// JSON is parsed rather than scanned because servers order its keys
-// differently (zishang520's Go server writes "sid" last).
-type openPacket struct {
-	SID string `json:"sid"`
-}
-
 // OpenPacketSID returns the session id minted by an Engine.IO v4 polling
 // handshake response body: the open packet, type '0', followed by its JSON
 // data, e.g. `0{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":["websocket"],...}`,
@@ -60,9 +53,12 @@ func OpenPacketSID(body []byte, final bool) (string, error) {
 		}
 		return "", err
 	}
-	// A JSON object cannot continue past its closing brace, so the packet
-	// is complete here even if more of the body is to come; what follows
-	// must be the end of the body or the record separator.
+	// What follows the object must be the end of the body or the record
+	// separator; until that is known the answer must wait, so that a body
+	// is judged the same however it was split into writes.
+	if end == len(data) && !final {
+		return "", ErrIncomplete
+	}
 	if end < len(data) && data[end] != 0x1e {
 		return "", ErrNotOpenPacket
 	}
@@ -77,18 +73,34 @@ func incomplete(final bool) error {
 }
 
 // sidFromJSON decodes the open packet's JSON object and validates its sid.
+// The JSON is parsed rather than scanned because servers order its keys
+// differently (zishang520's Go server writes "sid" last); the key is
+// matched exactly, as JSON.parse in the client does, where a struct field
+// would match "SID" or "ſid" too.
 func sidFromJSON(obj []byte) (string, error) {
-	var p openPacket
-	if err := json.Unmarshal(obj, &p); err != nil {
+	raw, ok := jsonMember(obj, "sid")
+	if !ok {
 		return "", ErrNotOpenPacket
 	}
-	if p.SID == "" {
+	var sid string
+	if err := json.Unmarshal(raw, &sid); err != nil || sid == "" {
 		return "", ErrNotOpenPacket
 	}
-	if _, err := decodeSID(p.SID); err != nil || containsQueryDelims(p.SID) {
+	if _, err := decodeSID(sid); err != nil || containsQueryDelims(sid) {
 		return "", ErrBadSID
 	}
-	return p.SID, nil
+	return sid, nil
+}
+
+// jsonMember returns the raw value of the member named exactly key of the
+// JSON object obj (the last one, if repeated, as JSON.parse keeps).
+func jsonMember(obj []byte, key string) (json.RawMessage, bool) {
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(obj, &members); err != nil {
+		return nil, false
+	}
+	raw, ok := members[key]
+	return raw, ok
 }
 
 // containsQueryDelims reports whether a minted sid holds bytes that change
@@ -139,12 +151,6 @@ func jsonObjectEnd(data []byte) (int, error) {
 	return 0, ErrIncomplete
 }
 
-// errorBody is the JSON engine.io sends with its 4xx answers, e.g.
-// {"code":1,"message":"Session ID unknown"}.
-type errorBody struct {
-	Code *int `json:"code"`
-}
-
 // CodeUnknownSID is engine.io's error code for a sid the server does not
 // know ("Session ID unknown").
 const CodeUnknownSID = 1
@@ -160,9 +166,11 @@ func IsSessionUnknown(body []byte) bool {
 	if err != nil {
 		return false
 	}
-	var e errorBody
-	if json.Unmarshal(body[:end], &e) != nil || e.Code == nil {
+	// engine.io's 4xx answers are e.g. {"code":1,"message":"Session ID unknown"}
+	raw, ok := jsonMember(body[:end], "code")
+	if !ok {
 		return false
 	}
-	return *e.Code == CodeUnknownSID
+	var code int
+	return json.Unmarshal(raw, &code) == nil && code == CodeUnknownSID
 }

@@ -121,6 +121,12 @@ func ParseQuery(raw string) (Query, error) {
 				return Query{}, ErrRepeatedParam
 			}
 			seenTransport = true
+			if strings.ContainsAny(val, "%+") {
+				// engine.io decodes values as it does keys
+				if v, err := url.QueryUnescape(val); err == nil {
+					val = v
+				}
+			}
 			q.Transport = parseTransport(val)
 		case "sid":
 			if seenSID {
