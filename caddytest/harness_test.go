@@ -3,8 +3,10 @@
 // testdata/) and drives them with the official socket.io-client.
 //
 // Caddy runs in-process (caddytest, admin on localhost:2999, sites on
-// :9080), once per test binary, so every integration test lives in this one
-// package and none runs in parallel. They need Node.js and the npm packages
+// 127.0.0.1:9080), once per test binary, so every integration test lives
+// in this one package and none runs in parallel. To run two copies of the
+// suite on one machine, give each its own ports with SOCKETIO_TEST_ADMIN_PORT
+// and SOCKETIO_TEST_HTTP_PORT. The tests need Node.js and the npm packages
 // of the repository root (`npm ci`); `make test` does both.
 package caddytest
 
@@ -19,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,8 +33,28 @@ import (
 	_ "github.com/caddy-socketio/caddy-socketio"
 )
 
-// siteAddr is where the test Caddy serves every site.
-const siteAddr = "127.0.0.1:9080"
+// Ports of the test Caddy: the admin API and the HTTP sites (HTTPS on
+// httpPort+363, as 9443 is to 9080).
+var (
+	adminPort = envPort("SOCKETIO_TEST_ADMIN_PORT", 2999)
+	httpPort  = envPort("SOCKETIO_TEST_HTTP_PORT", 9080)
+	siteAddr  = fmt.Sprintf("127.0.0.1:%d", httpPort)
+)
+
+func envPort(name string, def int) int {
+	if v := os.Getenv(name); v != "" {
+		if p, err := strconv.Atoi(v); err == nil && p > 0 && p < 65536 {
+			return p
+		}
+		panic(name + " must be a TCP port number")
+	}
+	return def
+}
+
+func TestMain(m *testing.M) {
+	caddytester.Default.AdminPort = adminPort
+	os.Exit(m.Run())
+}
 
 // repoRoot returns the repository root (where package.json lives).
 func repoRoot(t testing.TB) string {
@@ -343,7 +366,8 @@ type proxyConfig struct {
 
 func (pc proxyConfig) Caddyfile() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "{\n\tadmin localhost:2999\n\thttp_port 9080\n\thttps_port 9443\n\tauto_https off\n\tgrace_period 5s\n%s}\n", pc.GlobalEx)
+	fmt.Fprintf(&b, "{\n\tadmin localhost:%d\n\thttp_port %d\n\thttps_port %d\n\tauto_https off\n\tgrace_period 5s\n%s}\n",
+		adminPort, httpPort, httpPort+363, pc.GlobalEx)
 	fmt.Fprintf(&b, "http://%s {\n", siteAddr)
 	if pc.Handler {
 		b.WriteString("\tsocketio\n")
