@@ -44,6 +44,8 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"fail/handler unknown option", handler("socketio {\n\t\tprefix /a/\n\t}"), "unrecognized option 'prefix'"},
 		{"fail/handler path twice", handler("socketio {\n\t\tpath /a/\n\t\tpath /b/\n\t}"), "path already specified"},
 		{"fail/handler path missing", handler("socketio {\n\t\tpath\n\t}"), "wrong argument count"},
+		{"fail/handler cookie twice", handler("socketio {\n\t\tcookie a\n\t\tcookie b\n\t}"), "cookie already specified"},
+		{"fail/handler cookie stray argument", handler("socketio {\n\t\tcookie a b\n\t}"), "wrong argument count"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

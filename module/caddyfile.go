@@ -28,7 +28,8 @@ func parseHandlerCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	socketio [<matcher>] {
-//		path <prefix>
+//		path   <prefix>
+//		cookie <name>
 //	}
 //
 // Like every handler directive, socketio takes an optional matcher token
@@ -49,6 +50,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			h.Path = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "cookie":
+			if h.Cookie != "" {
+				return d.Err("cookie already specified")
+			}
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			h.Cookie = d.Val()
 			if d.NextArg() {
 				return d.ArgErr()
 			}

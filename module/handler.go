@@ -24,6 +24,10 @@ func init() {
 // (Socket.IO's default `path` option).
 const DefaultPath = "/socket.io/"
 
+// DefaultCookie is the name of engine.io's session cookie (its `cookie`
+// option's default name).
+const DefaultCookie = "io"
+
 // Handler prepares Engine.IO (Socket.IO) requests for a load-balanced
 // reverse_proxy and teaches the `socketio` selection policy which upstream
 // owns each session. It must run in the same route as, and before,
@@ -43,9 +47,10 @@ const DefaultPath = "/socket.io/"
 //     carries its Sec-WebSocket-Key), so that reverse_proxy proxies the
 //     upgrade instead of a plain GET. HTTP/2 and HTTP/3 WebSockets
 //     (extended CONNECT) carry no such headers and are left alone;
-//   - reads the session id from every polling handshake response and pins
-//     it to the upstream the policy chose, before the first byte of the
-//     response reaches the client;
+//   - reads the session id from every polling handshake response (protocol
+//     v3 or v4, text, binary or JSONP framing, plain, gzip or deflate, or
+//     else the `io` cookie) and pins it to the upstream the policy chose,
+//     before the first byte of the response reaches the client;
 //   - drops a pin when its owner answers a request of the session with
 //     engine.io's 400 "Session ID unknown".
 //
@@ -56,6 +61,12 @@ type Handler struct {
 	// its trailing slash also matches (clients with addTrailingSlash:
 	// false). Default: `/socket.io/`.
 	Path string `json:"path,omitempty"`
+
+	// The name of the session cookie engine.io sets on handshake
+	// responses when its `cookie` option is on. The handler reads the sid
+	// from it when it cannot read the handshake body (a compression it
+	// does not decode, a framing it does not know). Default: `io`.
+	Cookie string `json:"cookie,omitempty"`
 
 	logger     *zap.Logger
 	pathNoTail string
@@ -76,6 +87,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	if h.Path == "" {
 		h.Path = DefaultPath
+	}
+	if h.Cookie == "" {
+		h.Cookie = DefaultCookie
 	}
 	h.pathNoTail = strings.TrimSuffix(h.Path, "/")
 	return nil

@@ -1,6 +1,7 @@
 package module
 
 import (
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -33,7 +34,7 @@ func testPolicy(t *testing.T) *SocketIOSelection {
 
 func testHandler(t *testing.T) *Handler {
 	t.Helper()
-	h := &Handler{Path: DefaultPath, logger: zap.NewNop()}
+	h := &Handler{Path: DefaultPath, Cookie: DefaultCookie, logger: zap.NewNop()}
 	h.pathNoTail = strings.TrimSuffix(h.Path, "/")
 	return h
 }
@@ -363,4 +364,60 @@ func trunc(s string) string {
 		return s[:80] + "…"
 	}
 	return s
+}
+
+// v3Packet frames an ASCII packet as protocol v3 text does.
+func v3Packet(p string) string { return fmt.Sprintf("%d:%s", len(p), p) }
+
+func TestHandlerLearnsEveryFraming(t *testing.T) {
+	h := testHandler(t)
+	policy := testPolicy(t)
+	pool := testPool("a:1")
+	gz := func(s string) string {
+		var b strings.Builder
+		zw := gzip.NewWriter(&b)
+		_, _ = zw.Write([]byte(s))
+		_ = zw.Close()
+		return b.String()
+	}
+	tests := []struct {
+		name      string
+		headers   map[string]string
+		body      string
+		wantSID   string
+		wantPin   bool
+		wantBytes string
+	}{
+		{name: "ok/v3 text", body: v3Packet(`0{"sid":"framingV3text0000000A","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":5000}`) + "2:40", wantSID: "framingV3text0000000A", wantPin: true},
+		{name: "ok/gzip", headers: map[string]string{"Content-Encoding": "gzip"}, body: gz(`0{"sid":"framingGzip000000000B"}`), wantSID: "framingGzip000000000B", wantPin: true},
+		{name: "ok/jsonp", body: `___eio[0]("0{\"sid\":\"framingJSONP00000000C\"}");`, wantSID: "framingJSONP00000000C", wantPin: true},
+		{name: "ok/cookie when the body is unreadable", headers: map[string]string{"Content-Encoding": "br", "Set-Cookie": "io=framingCookie0000000D; Path=/; HttpOnly; SameSite=Lax"}, body: "\x0b\x02\x80opaque", wantSID: "framingCookie0000000D", wantPin: true},
+		{name: "ok/body wins over cookie", headers: map[string]string{"Set-Cookie": "io=framingStaleCookie00E"}, body: `0{"sid":"framingBodyWins00000E"}`, wantSID: "framingBodyWins00000E", wantPin: true},
+		{name: "fail/cookie with another name", headers: map[string]string{"Content-Encoding": "br", "Set-Cookie": "session=framingOtherCookie00F"}, body: "\x0b\x02\x80opaque", wantSID: "framingOtherCookie00F"},
+		{name: "fail/cookie with a bad sid", headers: map[string]string{"Content-Encoding": "br", "Set-Cookie": "io=bad%26sid"}, body: "\x0b\x02\x80opaque", wantSID: "bad%26sid"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+				policy.Select(pool, r, w)
+				for k, v := range tt.headers {
+					w.Header().Set(k, v)
+				}
+				w.WriteHeader(200)
+				_, err := w.Write([]byte(tt.body))
+				return err
+			})
+			rec := httptest.NewRecorder()
+			if err := h.ServeHTTP(rec, newRequest(http.MethodGet, "/socket.io/?EIO=4&transport=polling", "10.0.0.1"), next); err != nil {
+				t.Fatal(err)
+			}
+			if rec.Body.String() != tt.body {
+				t.Fatalf("client got %q, want the backend's bytes", rec.Body.String())
+			}
+			pinned := len(lookupDials(policy, tt.wantSID)) == 1
+			if pinned != tt.wantPin {
+				t.Fatalf("pinned %q = %v, want %v", tt.wantSID, pinned, tt.wantPin)
+			}
+		})
+	}
 }

@@ -65,6 +65,8 @@ type exchange struct {
 	wroteHeader bool
 	holding     bool   // status and body held back (handshake)
 	watching    bool   // reading an error body (session)
+	encoding    string // the held response's Content-Encoding
+	cookieSID   string // the sid in the held response's Set-Cookie, if any
 	buf         []byte // held or watched body prefix
 	small       [64]byte
 }
@@ -91,6 +93,9 @@ func (ex *exchange) WriteHeader(status int) {
 	switch {
 	case ex.kind == learnHandshake && status == http.StatusOK && ex.policy != nil && ex.upstream != nil:
 		ex.holding = true
+		header := ex.Header()
+		ex.encoding = header.Get("Content-Encoding")
+		ex.cookieSID = cookieValue(header, ex.handler.Cookie)
 		return
 	case ex.kind == learnHandshake && status == http.StatusOK:
 		ex.handler.warnNoPolicy()
@@ -108,7 +113,7 @@ func (ex *exchange) Write(p []byte) (int, error) {
 	case ex.holding:
 		kept := min(len(p), engineio.MaxHandshakeBytes-len(ex.buf))
 		ex.buf = append(ex.buf, p[:kept]...)
-		sid, err := engineio.OpenPacketSID(ex.buf, false)
+		sid, err := engineio.HandshakeSID(ex.buf, ex.encoding, false)
 		if errors.Is(err, engineio.ErrIncomplete) && kept == len(p) && len(ex.buf) < engineio.MaxHandshakeBytes {
 			return len(p), nil
 		}
@@ -151,7 +156,7 @@ func (ex *exchange) FlushError() error {
 func (ex *exchange) finish() error {
 	switch {
 	case ex.holding:
-		sid, err := engineio.OpenPacketSID(ex.buf, true)
+		sid, err := engineio.HandshakeSID(ex.buf, ex.encoding, true)
 		ex.learn(sid, err)
 		return ex.release()
 	case ex.watching:
@@ -166,8 +171,13 @@ func (ex *exchange) finish() error {
 }
 
 // learn pins the sid read from a handshake response, or says why not.
+// The body is the authority; the session cookie (engine.io's `cookie`
+// option) is the second source, for bodies the learner cannot read.
 func (ex *exchange) learn(sid string, err error) {
 	logger := ex.handler.logger
+	if err != nil && ex.cookieSID != "" {
+		sid, err = ex.cookieSID, nil
+	}
 	if err != nil {
 		if c := logger.Check(zapcore.DebugLevel, "handshake response not learned"); c != nil {
 			c.Write(zap.String("upstream", ex.upstream.Dial), zap.Error(err), zap.Int("bytes", len(ex.buf)))
@@ -197,6 +207,21 @@ func (ex *exchange) release() error {
 	}
 	_, err := ex.ResponseWriter.Write(ex.buf)
 	return err
+}
+
+// cookieValue returns the value of the Set-Cookie named name in header,
+// if it is a usable sid.
+func cookieValue(header http.Header, name string) string {
+	if name == "" {
+		return ""
+	}
+	for _, line := range header["Set-Cookie"] {
+		c, err := http.ParseSetCookie(line)
+		if err == nil && c.Name == name && engineio.ValidSID(c.Value) {
+			return c.Value
+		}
+	}
+	return ""
 }
 
 func appendCapped(buf, p []byte, limit int) []byte {

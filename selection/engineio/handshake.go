@@ -86,10 +86,21 @@ func sidFromJSON(obj []byte) (string, error) {
 	if err := json.Unmarshal(raw, &sid); err != nil || sid == "" {
 		return "", ErrNotOpenPacket
 	}
-	if _, err := decodeSID(sid); err != nil || containsQueryDelims(sid) {
+	if !ValidSID(sid) {
 		return "", ErrBadSID
 	}
 	return sid, nil
+}
+
+// ValidSID reports whether a session id minted by a server (in an open
+// packet or an io cookie) can be pinned: a client can send it back in a
+// query string unchanged and ParseQuery reads it as the same sid.
+func ValidSID(sid string) bool {
+	if sid == "" {
+		return false
+	}
+	_, err := decodeSID(sid)
+	return err == nil && !containsQueryDelims(sid)
 }
 
 // jsonMember returns the raw value of the member named exactly key of the
