@@ -362,6 +362,9 @@ type proxyConfig struct {
 	Policy   string // e.g. "socketio", "socketio {\n fallback least_conn\n}", "round_robin"
 	Extra    string // more reverse_proxy subdirectives
 	GlobalEx string // more global options
+	// Site, if set, replaces the generated site body; "{upstreams}" in it
+	// becomes the nodes' dial addresses.
+	Site string
 }
 
 func (pc proxyConfig) Caddyfile() string {
@@ -369,6 +372,15 @@ func (pc proxyConfig) Caddyfile() string {
 	fmt.Fprintf(&b, "{\n\tadmin localhost:%d\n\thttp_port %d\n\thttps_port %d\n\tauto_https off\n\tgrace_period 5s\n%s}\n",
 		adminPort, httpPort, httpPort+363, pc.GlobalEx)
 	fmt.Fprintf(&b, "http://%s {\n", siteAddr)
+	if pc.Site != "" {
+		dials := make([]string, len(pc.Nodes))
+		for i, n := range pc.Nodes {
+			dials[i] = n.Dial()
+		}
+		b.WriteString(strings.ReplaceAll(pc.Site, "{upstreams}", strings.Join(dials, " ")))
+		b.WriteString("\n}\n")
+		return b.String()
+	}
 	if pc.Handler {
 		b.WriteString("\tsocketio\n")
 	}
