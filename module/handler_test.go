@@ -106,11 +106,15 @@ func (w *watchingWriter) Flush() {
 	w.ResponseRecorder.Flush()
 }
 
+// lookupDials returns the upstreams the pins of sid route to (tombstones
+// left out).
 func lookupDials(s *SocketIOSelection, sid string) []string {
 	var buf [pins.MaxOwners]pins.Owner
 	var out []string
 	for _, o := range s.sessions.store.Lookup(sid, buf[:0]) {
-		out = append(out, o.Dial)
+		if !o.Gone {
+			out = append(out, o.Dial)
+		}
 	}
 	return out
 }

@@ -36,7 +36,8 @@ func init() {
 //
 //   - a request whose sid is pinned to an available upstream of the pool
 //     to that upstream;
-//   - a request whose sid is pinned to an upstream that is down to no
+//   - a request whose sid is pinned to an upstream that is down, or that
+//     left the configuration, or that answered "Session ID unknown", to no
 //     upstream at all (503 at once unless retries are configured): no
 //     other node knows the session, so the client should start a new one;
 //   - a request whose sid is not pinned by client-IP hashing (the same
@@ -206,6 +207,13 @@ func (s *SocketIOSelection) choose(pool reverseproxy.UpstreamPool, r *http.Reque
 	case selection.RouteOwner:
 		s.sessions.store.Touch(owners[o])
 		return pool[i], route
+	case selection.RouteOwnerDown:
+		// the client gives up on a session after one failed request, so
+		// the session is over: keep its pin as a tombstone, so that a
+		// retry (Select runs again) or a late request fails the same way
+		// even if the owner comes back
+		s.sessions.store.Drop(owners[o])
+		return nil, route
 	case selection.RouteUnknown:
 		if i = selection.Hash(p, clientIP(r)); i >= 0 {
 			return pool[i], route
@@ -238,9 +246,9 @@ func (s *SocketIOSelection) pin(sid string, upstream *reverseproxy.Upstream, r *
 	return s.sessions.store.Pin(sid, upstream.Dial, pins.ClientHash(clientIP(r)))
 }
 
-// drop forgets the pin of sid to upstream.
+// drop ends the pin of sid to upstream: the owner no longer knows it.
 func (s *SocketIOSelection) drop(sid string, upstream *reverseproxy.Upstream) bool {
-	return s.sessions.store.Drop(sid, upstream.Dial)
+	return s.sessions.store.DropDial(sid, upstream.Dial)
 }
 
 func upstreamPool(pool reverseproxy.UpstreamPool) selection.Pool[*reverseproxy.Upstream] {

@@ -19,6 +19,8 @@ func TestSelect(t *testing.T) {
 	pool := testPool("a:1", "b:1", "c:1")
 	policy.sessions.store.Pin("pinnedToB00000000000", "b:1", 0)
 	policy.sessions.store.Pin("pinnedToGone00000000", "z:1", 0)
+	policy.sessions.store.Pin("tombstoneOnB00000000", "b:1", 0)
+	policy.sessions.store.DropDial("tombstoneOnB00000000", "b:1")
 	awayFromB := addressHashingTo(t, pool, 0)
 	tests := []struct {
 		name      string
@@ -35,6 +37,7 @@ func TestSelect(t *testing.T) {
 		{"ok/non-engine.io request goes to the fallback", pool, "/api?sid=pinnedToB00000000000", awayFromB, 0, selection.RouteNew},
 		{"ok/unknown sid goes by client address", pool, "/socket.io/?EIO=4&transport=polling&sid=neverPinned000000000", awayFromB, 0, selection.RouteUnknown},
 		{"ok/sid pinned outside this pool goes by client address", pool, "/socket.io/?EIO=4&transport=polling&sid=pinnedToGone00000000", awayFromB, 0, selection.RouteUnknown},
+		{"fail/tombstone fails fast with its owner up", pool, "/socket.io/?EIO=4&transport=polling&sid=tombstoneOnB00000000", awayFromB, -1, selection.RouteOwnerDown},
 		{"fail/repeated sid is not routed", pool, "/socket.io/?EIO=4&transport=polling&sid=pinnedToB00000000000&sid=x", awayFromB, -1, selection.RouteRefused},
 	}
 	for _, tt := range tests {

@@ -65,19 +65,30 @@ type Pool[U any] struct {
 }
 
 // Owner picks the upstream of p that owns a session, given the session's
-// live pins and the hash of the requesting client's address. It returns
-// the index of the upstream in p.Upstreams (-1 unless RouteOwner), the
-// index in owners of the pin that decided (-1 for RouteUnknown), and
-// RouteOwner, RouteOwnerDown or RouteUnknown.
+// unexpired pins (newest first) and the hash of the requesting client's
+// address. It returns the index of the upstream in p.Upstreams (-1 unless
+// RouteOwner), the index in owners of the pin that decided (-1 for
+// RouteUnknown), and one of:
 //
-// When two upstreams of the pool minted the same sid (a collision), the
-// pin made for the same client address wins; when none or both match, the
-// newest pin does.
+//   - RouteOwner: the owner is in the pool and available;
+//   - RouteOwnerDown: the owner is in the pool but unavailable, or the
+//     pin is a tombstone (the session ended on its owner, or the owner
+//     left the configuration): no upstream can serve the request;
+//   - RouteUnknown: no pin names an upstream of this pool.
+//
+// When two upstreams minted the same sid (a collision), the pin made for
+// the same client address wins; when none or both match, the newest does.
+// Pins naming upstreams outside the pool belong to another pool (another
+// site's cluster may mint the same ids), except tombstones of upstreams
+// that left every configuration: those still fail the request.
 func Owner[U any](p Pool[U], owners []pins.Owner, client uint64) (upstream, owner int, route Route) {
-	best, bestOwner := -1, -1
+	best, bestOwner, goneOwner := -1, -1, -1
 	for oi, o := range owners {
 		i := p.index(o.Dial)
 		if i < 0 {
+			if o.Gone && goneOwner < 0 {
+				goneOwner = oi
+			}
 			continue
 		}
 		switch {
@@ -87,10 +98,12 @@ func Owner[U any](p Pool[U], owners []pins.Owner, client uint64) (upstream, owne
 			best, bestOwner = i, oi
 		}
 	}
-	if best < 0 {
+	switch {
+	case best < 0 && goneOwner >= 0:
+		return -1, goneOwner, RouteOwnerDown
+	case best < 0:
 		return -1, -1, RouteUnknown
-	}
-	if !p.Available(p.Upstreams[best]) {
+	case owners[bestOwner].Gone || !p.Available(p.Upstreams[best]):
 		return -1, bestOwner, RouteOwnerDown
 	}
 	return best, bestOwner, RouteOwner

@@ -414,3 +414,51 @@ func BenchmarkHash(b *testing.B) {
 		Hash(p, "192.0.2.1")
 	}
 }
+
+// TestOwnerTombstones: a pin whose session ended (dropped, or its
+// upstream left every configuration) fails the request even when the
+// upstream is available, and is never routed around.
+func TestOwnerTombstones(t *testing.T) {
+	pool := fakePool(up("n1:3000"), up("n2:3000"))
+	tests := []struct {
+		name      string
+		setup     func(s *pins.Store)
+		wantRoute Route
+		upstream  int
+	}{
+		{"fail/dropped pin, owner back up", func(s *pins.Store) {
+			s.Pin(testSID, "n2:3000", 1)
+			s.DropDial(testSID, "n2:3000")
+		}, RouteOwnerDown, -1},
+		{"fail/owner left the configuration", func(s *pins.Store) {
+			s.Acquire([]string{"old:3000"})
+			s.Pin(testSID, "old:3000", 1)
+			s.Release([]string{"old:3000"})
+		}, RouteOwnerDown, -1},
+		{"ok/owner of another pool is not a tombstone", func(s *pins.Store) {
+			s.Acquire([]string{"other:3000"})
+			s.Pin(testSID, "other:3000", 1)
+		}, RouteUnknown, -1},
+		{"ok/live owner beside a tombstone elsewhere", func(s *pins.Store) {
+			s.Acquire([]string{"old:3000"})
+			s.Pin(testSID, "old:3000", 1)
+			s.Release([]string{"old:3000"})
+			s.Pin(testSID, "n1:3000", 1)
+		}, RouteOwner, 0},
+		{"ok/re-pinned after a tombstone", func(s *pins.Store) {
+			s.Pin(testSID, "n2:3000", 1)
+			s.DropDial(testSID, "n2:3000")
+			s.Pin(testSID, "n2:3000", 1)
+		}, RouteOwner, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := pins.New()
+			tt.setup(s)
+			upstream, _, route := Owner(pool, s.Lookup(testSID, nil), 1)
+			if route != tt.wantRoute || upstream != tt.upstream {
+				t.Fatalf("Owner() = (%d, %v), want (%d, %v)", upstream, route, tt.upstream, tt.wantRoute)
+			}
+		})
+	}
+}

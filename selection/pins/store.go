@@ -2,10 +2,15 @@
 //
 // A Store maps a session id (sid) to the upstream, named by its dial
 // address, that minted it. Lookups are lock-striped so that the requests
-// of many sessions never wait on one another; every change (a new pin, a
-// drop, an eviction) goes through one writer lock that also keeps the pins
-// in least-recently-used order, which makes expiry and eviction exact and
+// of many sessions never wait on one another; every change (a new pin, an
+// eviction) goes through one writer lock that also keeps the pins in
+// least-recently-used order, which makes expiry and eviction exact and
 // O(1) per pin.
+//
+// A pin whose session has ended on its owner (the owner disowned it, went
+// down, or left the configuration) is not forgotten at once: it stays as a
+// tombstone, reported as Gone, until it expires, so that the session's
+// late requests fail fast instead of reaching a node that never knew it.
 package pins
 
 import (
@@ -71,13 +76,15 @@ type entry struct {
 	queued uint32
 	// client is a hash of the client address that made the handshake; it
 	// tells colliding owners of one sid apart.
-	client     uint64
+	client uint64
+	// gone marks a tombstone: the session ended on its owner
+	gone       atomic.Bool
 	prev, next *entry // LRU list, guarded by Store.writer
 	sibling    *entry // another owner of the same sid, guarded by the shard
 }
 
 type counters struct {
-	pinned, collisions, evicted, expired, dropped, retired, refused atomic.Uint64
+	pinned, collisions, evicted, expired, dropped, refused atomic.Uint64
 }
 
 // Stats is a snapshot of a Store's counters.
@@ -93,11 +100,9 @@ type Stats struct {
 	Evicted uint64
 	// Expired counts pins removed after their idle TTL.
 	Expired uint64
-	// Dropped counts pins removed because their owner disowned the sid.
+	// Dropped counts pins turned into tombstones because their session
+	// ended on the owner (it disowned the sid or was unavailable).
 	Dropped uint64
-	// Retired counts pins removed because their upstream left every
-	// configuration.
-	Retired uint64
 	// Refused counts handshakes not pinned because MaxOwners live pins
 	// already held their sid.
 	Refused uint64
@@ -151,30 +156,40 @@ func (s *Store) shardFor(sid string) *shard {
 	return &s.shards[xxhash.Sum64String(sid)%shardCount]
 }
 
-// live reports whether e may still route requests at clock reading now.
-func (s *Store) live(e *entry, now uint32) bool {
-	return now-e.touched.Load() <= s.ttl.Load() && !s.dials.retired(e.dial)
+// expired reports whether e has outlived the TTL at clock reading now.
+func (s *Store) expired(e *entry, now uint32) bool {
+	return now-e.touched.Load() > s.ttl.Load()
 }
 
-// Owner is a live pin returned by Lookup.
+// gone reports whether e is a tombstone: its session ended on the owner,
+// or the owner left every configuration.
+func (s *Store) gone(e *entry) bool {
+	return e.gone.Load() || s.dials.retired(e.dial)
+}
+
+// Owner is an unexpired pin returned by Lookup.
 type Owner struct {
 	// Dial is the owning upstream's dial address.
 	Dial string
 	// Client is the hash of the client address that made the handshake.
 	Client uint64
-	e      *entry
+	// Gone is true for a tombstone: the session ended on its owner, and
+	// its requests must fail rather than reach another upstream.
+	Gone bool
+	e    *entry
 }
 
-// Lookup appends the live owners of sid to dst and returns it. Callers
-// pass a small array on the stack (var a [MaxOwners]Owner; s.Lookup(sid,
-// a[:0])) so that a lookup does not allocate.
+// Lookup appends the unexpired pins of sid, newest first, to dst and
+// returns it. Callers pass a small array on the stack
+// (var a [MaxOwners]Owner; s.Lookup(sid, a[:0])) so that a lookup does not
+// allocate.
 func (s *Store) Lookup(sid string, dst []Owner) []Owner {
 	now := s.clock()
 	sh := s.shardFor(sid)
 	sh.mu.RLock()
 	for e := sh.m[sid]; e != nil; e = e.sibling {
-		if s.live(e, now) {
-			dst = append(dst, Owner{Dial: s.dials.name(e.dial), Client: e.client, e: e})
+		if !s.expired(e, now) {
+			dst = append(dst, Owner{Dial: s.dials.name(e.dial), Client: e.client, Gone: s.gone(e), e: e})
 		}
 	}
 	sh.mu.RUnlock()
@@ -182,9 +197,9 @@ func (s *Store) Lookup(sid string, dst []Owner) []Owner {
 }
 
 // Touch marks the pin behind o as used now, postponing its expiry. It
-// takes no lock.
+// takes no lock. Tombstones are not touched: they expire on schedule.
 func (s *Store) Touch(o Owner) {
-	if o.e == nil {
+	if o.e == nil || o.Gone {
 		return
 	}
 	now := s.clock()
@@ -214,7 +229,8 @@ const (
 
 // Pin records that dial minted sid for a client whose address hashes to
 // client (see ClientHash), evicting the least recently used pins if the
-// store is full.
+// store is full. Expired pins and tombstones of the sid are replaced: a
+// node may mint a sid again once the session that had it ended.
 func (s *Store) Pin(sid, dial string, client uint64) PinResult {
 	id := s.dials.intern(dial)
 	now := s.clock()
@@ -264,7 +280,7 @@ func (s *Store) Pin(sid, dial string, client uint64) PinResult {
 	return result
 }
 
-// removeDead removes the expired or retired pins of sid, so that a new
+// removeDead removes the expired pins and tombstones of sid, so that a new
 // handshake never counts them as owners. Caller holds s.writer.
 func (s *Store) removeDead(sid string, now uint32) {
 	sh := s.shardFor(sid)
@@ -272,7 +288,7 @@ func (s *Store) removeDead(sid string, now uint32) {
 		var dead *entry
 		sh.mu.RLock()
 		for e := sh.m[sid]; e != nil; e = e.sibling {
-			if !s.live(e, now) {
+			if s.expired(e, now) || s.gone(e) {
 				dead = e
 				break
 			}
@@ -282,46 +298,37 @@ func (s *Store) removeDead(sid string, now uint32) {
 			return
 		}
 		s.remove(dead)
-		if s.dials.retired(dead.dial) {
-			s.stats.retired.Add(1)
-		} else {
-			s.stats.expired.Add(1)
-		}
+		s.stats.expired.Add(1)
 	}
 }
 
-// Drop removes the pin of sid to dial, if any: its owner said it no longer
-// knows the session (engine.io's 400 "Session ID unknown"). It reports
-// whether a pin was removed.
-func (s *Store) Drop(sid, dial string) bool {
-	id, ok := s.dials.lookup(dial)
-	if !ok {
+// Drop turns the pin behind o into a tombstone: its session ended on the
+// owner (engine.io answered "Session ID unknown", or the owner is down).
+// Until the pin expires, Lookup reports it Gone, so the session's late
+// requests fail fast. It reports whether o was live before.
+func (s *Store) Drop(o Owner) bool {
+	if o.e == nil || !o.e.gone.CompareAndSwap(false, true) {
 		return false
 	}
-	s.writer.Lock()
-	defer s.writer.Unlock()
-	sh := s.shardFor(sid)
-	sh.mu.RLock()
-	var found *entry
-	for e := sh.m[sid]; e != nil; e = e.sibling {
-		if e.dial == id {
-			found = e
-			break
-		}
-	}
-	sh.mu.RUnlock()
-	if found == nil {
-		return false
-	}
-	s.remove(found)
 	s.stats.dropped.Add(1)
 	return true
 }
 
-// Sweep removes expired pins and pins of retired upstreams, at most limit
-// of them (limit <= 0 means no limit), and returns how many it removed.
-// Because the LRU list is ordered by last use and every pin shares one
-// TTL, it stops at the first pin that is still fresh.
+// DropDial is Drop for the pin of sid to dial, if there is one.
+func (s *Store) DropDial(sid, dial string) bool {
+	var buf [MaxOwners]Owner
+	for _, o := range s.Lookup(sid, buf[:0]) {
+		if o.Dial == dial {
+			return s.Drop(o)
+		}
+	}
+	return false
+}
+
+// Sweep removes expired pins (tombstones included), at most limit of them
+// (limit <= 0 means no limit), and returns how many it removed. Because
+// the LRU list is ordered by last use and every pin shares one TTL, it
+// stops at the first pin that is still fresh.
 func (s *Store) Sweep(limit int) int {
 	now := s.clock()
 	ttl := s.ttl.Load()
@@ -331,9 +338,6 @@ func (s *Store) Sweep(limit int) int {
 	for e := s.tail; e != nil && (limit <= 0 || removed < limit); e = s.tail {
 		touched := e.touched.Load()
 		switch {
-		case s.dials.retired(e.dial):
-			s.remove(e)
-			s.stats.retired.Add(1)
 		case now-touched > ttl:
 			s.remove(e)
 			s.stats.expired.Add(1)
@@ -365,7 +369,6 @@ func (s *Store) Stats() Stats {
 		Evicted:    s.stats.evicted.Load(),
 		Expired:    s.stats.expired.Load(),
 		Dropped:    s.stats.dropped.Load(),
-		Retired:    s.stats.retired.Load(),
 		Refused:    s.stats.refused.Load(),
 	}
 }
@@ -379,13 +382,13 @@ func (s *Store) evictOldest(now uint32) {
 	// touches racing the loop
 	requeues := s.count
 	for e := s.tail; e != nil; e = s.tail {
-		if touched := e.touched.Load(); touched != e.queued && !s.dials.retired(e.dial) && requeues > 0 {
+		if touched := e.touched.Load(); touched != e.queued && requeues > 0 {
 			requeues--
 			s.requeue(e)
 			continue
 		}
 		s.remove(e)
-		if s.dials.retired(e.dial) || now-e.touched.Load() > s.ttl.Load() {
+		if s.expired(e, now) {
 			s.stats.expired.Add(1)
 		} else {
 			s.stats.evicted.Add(1)
@@ -467,20 +470,9 @@ func (s *Store) Acquire(dials []string) {
 }
 
 // Release undoes one Acquire. The pins of a dial that no configuration
-// uses any more are removed: its sessions cannot be reached through this
-// proxy, and if the address comes back it is a new upstream.
+// uses any more become tombstones at once: its sessions cannot be reached
+// through this proxy, and if the address comes back it is a new upstream
+// that never knew them. They are removed as they expire.
 func (s *Store) Release(dials []string) {
-	if !s.dials.release(dials) {
-		return
-	}
-	s.writer.Lock()
-	defer s.writer.Unlock()
-	for e := s.tail; e != nil; {
-		prev := e.prev
-		if s.dials.retired(e.dial) {
-			s.remove(e)
-			s.stats.retired.Add(1)
-		}
-		e = prev
-	}
+	s.dials.release(dials)
 }

@@ -43,9 +43,28 @@ func dialsOf(owners []Owner) []string {
 	return out
 }
 
+// lookup returns the dials of the pins of sid that still route requests.
 func lookup(s *Store, sid string) []string {
 	var buf [MaxOwners]Owner
-	return dialsOf(s.Lookup(sid, buf[:0]))
+	var live []Owner
+	for _, o := range s.Lookup(sid, buf[:0]) {
+		if !o.Gone {
+			live = append(live, o)
+		}
+	}
+	return dialsOf(live)
+}
+
+// tombstones returns the dials of the tombstones of sid.
+func tombstones(s *Store, sid string) []string {
+	var buf [MaxOwners]Owner
+	var gone []Owner
+	for _, o := range s.Lookup(sid, buf[:0]) {
+		if o.Gone {
+			gone = append(gone, o)
+		}
+	}
+	return dialsOf(gone)
 }
 
 func TestPinLookup(t *testing.T) {
@@ -230,24 +249,53 @@ func TestCollisions(t *testing.T) {
 }
 
 func TestDrop(t *testing.T) {
-	s, _ := newTestStore(t, time.Minute, 100)
+	s, c := newTestStore(t, time.Minute, 100)
 	s.Pin("x", "a:1", 0)
 	s.Pin("x", "b:1", 0)
-	if s.Drop("x", "c:1") {
-		t.Error("Drop of an upstream that does not own the sid reported success")
+	if s.DropDial("x", "c:1") {
+		t.Error("DropDial of an upstream that does not own the sid reported success")
 	}
-	if s.Drop("y", "a:1") {
-		t.Error("Drop of an unknown sid reported success")
+	if s.DropDial("y", "a:1") {
+		t.Error("DropDial of an unknown sid reported success")
 	}
-	if !s.Drop("x", "a:1") {
-		t.Fatal("Drop of a pinned sid failed")
+	if !s.DropDial("x", "a:1") {
+		t.Fatal("DropDial of a pinned sid failed")
 	}
-	if got := lookup(s, "x"); len(got) != 1 || got[0] != "b:1" {
-		t.Fatalf("after dropping a:1: %v, want [b:1]", got)
+	if s.DropDial("x", "a:1") {
+		t.Error("second DropDial of the same pin reported success")
 	}
-	if !s.Drop("x", "b:1") || s.Len() != 0 {
-		t.Fatalf("Len = %d after dropping every pin", s.Len())
-	}
+	t.Run("ok/dropped pin is a tombstone", func(t *testing.T) {
+		if got := lookup(s, "x"); len(got) != 1 || got[0] != "b:1" {
+			t.Fatalf("live owners after dropping a:1: %v, want [b:1]", got)
+		}
+		if got := tombstones(s, "x"); len(got) != 1 || got[0] != "a:1" {
+			t.Fatalf("tombstones: %v, want [a:1]", got)
+		}
+	})
+	t.Run("ok/touch does not revive a tombstone", func(t *testing.T) {
+		var buf [MaxOwners]Owner
+		c.advance(40 * time.Second)
+		for _, o := range s.Lookup("x", buf[:0]) {
+			s.Touch(o)
+		}
+		c.advance(40 * time.Second)
+		if got := tombstones(s, "x"); len(got) != 0 {
+			t.Fatalf("tombstone outlived its TTL: %v", got)
+		}
+		if got := lookup(s, "x"); len(got) != 1 {
+			t.Fatalf("touched live pin expired: %v", got)
+		}
+	})
+	t.Run("ok/new handshake replaces a tombstone", func(t *testing.T) {
+		s.Pin("z", "a:1", 0)
+		s.DropDial("z", "a:1")
+		if got := s.Pin("z", "a:1", 0); got != Pinned {
+			t.Fatalf("Pin over a tombstone = %v, want Pinned", got)
+		}
+		if got := lookup(s, "z"); len(got) != 1 {
+			t.Fatalf("owners = %v", got)
+		}
+	})
 }
 
 func TestAcquireRelease(t *testing.T) {
@@ -268,12 +316,12 @@ func TestAcquireRelease(t *testing.T) {
 			t.Fatal("pin to a:1 lost in a reload that kept a:1")
 		}
 	})
-	t.Run("ok/removed upstream loses its pins", func(t *testing.T) {
+	t.Run("ok/removed upstream's pins become tombstones", func(t *testing.T) {
 		if got := lookup(s, "sc"); len(got) != 0 {
 			t.Fatalf("pin to removed c:1 still routes: %v", got)
 		}
-		if st := s.Stats(); st.Pins != 1 || st.Retired != 1 {
-			t.Fatalf("stats: %+v", st)
+		if got := tombstones(s, "sc"); len(got) != 1 {
+			t.Fatalf("pin to removed c:1 is not a tombstone: %v", got)
 		}
 	})
 	t.Run("ok/re-added upstream starts clean", func(t *testing.T) {
@@ -306,7 +354,7 @@ func TestConcurrentUse(t *testing.T) {
 				case 0:
 					s.Pin(sid, fmt.Sprint("u:", w%3), uint64(w))
 				case 1:
-					s.Drop(sid, fmt.Sprint("u:", w%3))
+					s.DropDial(sid, fmt.Sprint("u:", w%3))
 				case 2:
 					s.Sweep(10)
 				default:
