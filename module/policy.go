@@ -113,30 +113,48 @@ func (s *SocketIOSelection) Provision(ctx caddy.Context) error {
 	}
 	s.fallback = mod.(reverseproxy.Selector)
 
-	s.dials = enclosingDials(ctx)
+	proxy := enclosingProxy(ctx)
+	if proxy != nil {
+		for _, u := range proxy.Upstreams {
+			s.dials = append(s.dials, u.Dial)
+		}
+		s.checkHealthChecks(proxy)
+	}
 	s.sessions = acquireSessions()
 	s.sessions.store.Acquire(s.dials)
 	s.sessions.register(s, limits{ttl: time.Duration(s.TTL), capacity: s.MaxSessions})
 	return nil
 }
 
-// enclosingDials returns the dial addresses of the static upstreams of the
-// nearest reverse_proxy handler above this policy (it may also be the
-// fallback of another policy).
-func enclosingDials(ctx caddy.Context) []string {
+// enclosingProxy returns the nearest reverse_proxy handler above this
+// policy (it may also be the fallback of another policy), whose static
+// upstreams and health checks are already decoded while its modules are
+// provisioned.
+func enclosingProxy(ctx caddy.Context) *reverseproxy.Handler {
 	mods := ctx.Modules()
 	for i := len(mods) - 1; i >= 0; i-- {
-		h, ok := mods[i].(*reverseproxy.Handler)
-		if !ok {
-			continue
+		if h, ok := mods[i].(*reverseproxy.Handler); ok {
+			return h
 		}
-		dials := make([]string, 0, len(h.Upstreams))
-		for _, u := range h.Upstreams {
-			dials = append(dials, u.Dial)
-		}
-		return dials
 	}
 	return nil
+}
+
+// checkHealthChecks warns about passive health checks that count 400
+// answers as failures: engine.io answers 400 "Session ID unknown" to every
+// stale session, so a node restart elsewhere would take healthy nodes out
+// of the pool one after the other.
+func (s *SocketIOSelection) checkHealthChecks(proxy *reverseproxy.Handler) {
+	if proxy.HealthChecks == nil || proxy.HealthChecks.Passive == nil {
+		return
+	}
+	for _, status := range proxy.HealthChecks.Passive.UnhealthyStatus {
+		if caddyhttp.StatusCodeMatches(http.StatusBadRequest, status) {
+			s.logger.Warn("passive health checks count 400 answers as failures; engine.io answers 400 \"Session ID unknown\" to stale sessions, which is not a node failure: remove 400 and 4xx from unhealthy_status",
+				zap.Int("unhealthy_status", status))
+			return
+		}
+	}
 }
 
 // Validate checks the policy's settings.
