@@ -76,7 +76,7 @@ func requireNode(t testing.TB) {
 	if _, err := exec.LookPath("node"); err != nil {
 		t.Fatal("node is not on PATH: install Node.js 20+ (see README)")
 	}
-	for _, pkg := range []string{"socket.io", "socket.io-client"} {
+	for _, pkg := range []string{"socket.io", "socket.io-client", "sio2", "sio2-client", "undici"} {
 		if _, err := os.Stat(filepath.Join(repoRoot(t), "node_modules", pkg, "package.json")); err != nil {
 			t.Fatalf("npm package %s is missing: run `npm ci` in the repository root (make test does)", pkg)
 		}

@@ -18,7 +18,7 @@ done
 # package.json or package-lock.json, node_modules is stale.
 marker=node_modules/.package-lock.json
 if [[ "${FORCE:-0}" != 1 && -f "$marker" && ! package-lock.json -nt "$marker" && ! package.json -nt "$marker" ]] &&
-	node -e 'require.resolve("socket.io"); require.resolve("socket.io-client")' 2>/dev/null; then
+	node -e 'for (const p of Object.keys(require("./package.json").dependencies)) require.resolve(p + "/package.json")' 2>/dev/null; then
 	log "node_modules is up to date"
 	exit 0
 fi

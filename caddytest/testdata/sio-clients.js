@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// sio-clients.js - runs N official socket.io-client v4 clients against a URL and
-// reports what happened as JSON lines on stdout. Used by the Go integration tests.
+// sio-clients.js - runs N official socket.io-client clients (v4, or v2 with
+// --client-version 2) against a URL and reports what happened as JSON lines on
+// stdout. Used by the Go integration tests.
 //
 // Output (one JSON object per line on stdout, nothing else is written to stdout):
 //   {"event":"ready","connected":n,"failed":m}      after the connect phase
@@ -13,7 +14,6 @@
 "use strict";
 
 const http = require("http");
-const { io } = require("socket.io-client");
 
 // ---------------------------------------------------------------------------
 // Command line
@@ -34,6 +34,8 @@ const FLAGS = {
   reconnect: { type: "bool", def: false, help: "enable socket.io reconnection (delay 200, max 1000) and count reconnects" },
   "with-credentials": { type: "bool", def: false, help: "withCredentials: per-client cookie jar (send back Set-Cookie, e.g. io cookie / sticky cookies)" },
   "keep-alive": { type: "bool", def: false, help: "per-client keep-alive http.Agent for the polling requests (default: one TCP connection per request)" },
+  "client-version": { type: "string", def: "4", help: "4 = socket.io-client 4.8 (EIO=4), 2 = socket.io-client 2.5 (npm alias sio2-client, EIO=3)" },
+  "accept-encoding": { type: "string", def: null, help: "v4 only: polling over fetch (undici) sending this Accept-Encoding, e.g. gzip or deflate; compressed bodies are decoded" },
   "watchdog-ms": { type: "int", def: 0, help: "override the global watchdog (default: connect-timeout * waves + hold + echo-timeout + 30 s)" },
   help: { type: "bool", def: false, help: "show this help" },
 };
@@ -100,6 +102,16 @@ function parseArgs(argv) {
   if (out["local-address"] && out["local-address-range"]) {
     usage("--local-address and --local-address-range are mutually exclusive");
   }
+  if (out["client-version"] !== "4" && out["client-version"] !== "2") {
+    usage(`--client-version must be 4 or 2, got ${JSON.stringify(out["client-version"])}`);
+  }
+  if (out["accept-encoding"] !== null) {
+    if (out["client-version"] !== "4") usage("--accept-encoding needs --client-version 4");
+    if (!/^[A-Za-z0-9*,;=. -]+$/.test(out["accept-encoding"])) usage("--accept-encoding: bad header value");
+  }
+  if (out["client-version"] === "2" && out.transports.includes("webtransport")) {
+    usage("socket.io-client 2 has no webtransport");
+  }
   return out;
 }
 
@@ -124,6 +136,105 @@ const ECHO_TIMEOUT = args["echo-timeout-ms"];
 const RECONNECT = args.reconnect;
 const WANT_UPGRADE =
   args["expect-upgrade"] && TRANSPORTS[0] === "polling" && TRANSPORTS.includes("websocket");
+const V2 = args["client-version"] === "2";
+const ACCEPT_ENCODING = args["accept-encoding"];
+
+// ---------------------------------------------------------------------------
+// Client libraries
+// ---------------------------------------------------------------------------
+// v4: socket.io-client 4.8 (engine.io-client 6.6). v2: socket.io-client 2.5
+// (engine.io-client 3.5, EIO=3), installed under the npm alias "sio2-client".
+const ioConnect = V2 ? require("sio2-client") : require("socket.io-client").io;
+
+// --accept-encoding (v4): engine.io-client's default Node polling transport
+// (xmlhttprequest-ssl) sends no Accept-Encoding and cannot decode a compressed
+// body. engine.io-client 6.6 also ships a `Fetch` polling transport, but it calls
+// the global fetch() without a way to pass a dispatcher (so no source address).
+// This subclass does what Fetch._fetch does, through undici's fetch() (which
+// decodes gzip/deflate bodies) with a per-client undici Agent (opts.dispatcher)
+// that binds the source address, and sends the requested Accept-Encoding.
+let FETCH_TRANSPORTS = null; // name -> transport class, for the v4 `transports` option
+let undici = null;
+if (ACCEPT_ENCODING !== null) {
+  undici = require("undici");
+  const eioc = require("engine.io-client"); // the copy socket.io-client 4.8 uses
+  class DispatcherFetch extends eioc.Fetch {
+    _fetch(data) {
+      const isPost = data !== undefined;
+      const headers = new undici.Headers(this.opts.extraHeaders);
+      if (isPost) headers.set("content-type", "text/plain;charset=UTF-8");
+      headers.set("accept-encoding", ACCEPT_ENCODING);
+      const jar = this.socket._cookieJar; // set by engine.io-client when withCredentials
+      if (jar) jar.appendCookies(headers);
+      return undici
+        .fetch(this.uri(), {
+          method: isPost ? "POST" : "GET",
+          body: isPost ? data : null,
+          headers,
+          dispatcher: this.opts.dispatcher,
+        })
+        .then((res) => {
+          if (jar) jar.parseCookies(res.headers.getSetCookie());
+          return res;
+        });
+    }
+  }
+  FETCH_TRANSPORTS = {
+    polling: DispatcherFetch,
+    websocket: eioc.NodeWebSocket, // the `ws` based one (eioc.WebSocket is the browser one)
+    webtransport: eioc.WebTransport,
+  };
+}
+
+// v2 has no cookie jar in Node (xmlhttprequest-ssl 1.6 ignores cookies), so
+// --with-credentials is done in the per-client http.Agent, which every polling
+// request (xmlhttprequest-ssl) and the websocket handshake (ws 7) go through.
+function makeCookieAgent(agentOpts) {
+  const jar = new Map(); // name -> value
+  class CookieAgent extends http.Agent {
+    addRequest(req, options) {
+      if (jar.size) {
+        const own = [...jar].map(([k, v]) => `${k}=${v}`).join("; ");
+        const prev = req.getHeader("cookie");
+        req.setHeader("Cookie", prev ? `${prev}; ${own}` : own);
+      }
+      const store = (res) => {
+        for (const line of res.headers["set-cookie"] || []) {
+          const first = line.split(";")[0];
+          const eq = first.indexOf("=");
+          if (eq <= 0) continue;
+          const name = first.slice(0, eq).trim();
+          const value = first.slice(eq + 1).trim();
+          const expired = /;\s*max-age=\s*(-\d+|0)\s*(;|$)/i.test(line);
+          if (expired) jar.delete(name);
+          else jar.set(name, value);
+        }
+      };
+      req.once("response", store);
+      req.once("upgrade", store);
+      return super.addRequest(req, options);
+    }
+  }
+  return new CookieAgent(agentOpts);
+}
+
+// Ack with a timeout: v4 has socket.timeout(T).emit(ev, x, (err, res) => ...);
+// v2 has no timeout, so emulate it with the same error message.
+function emitWithTimeout(socket, ev, payload, timeoutMs, cb) {
+  if (typeof socket.timeout === "function") return socket.timeout(timeoutMs).emit(ev, payload, cb);
+  let done = false;
+  const t = setTimeout(() => {
+    if (done) return;
+    done = true;
+    cb(new Error("operation has timed out"));
+  }, timeoutMs);
+  socket.emit(ev, payload, (res) => {
+    if (done) return;
+    done = true;
+    clearTimeout(t);
+    cb(null, res);
+  });
+}
 
 let localAddressFor = () => null;
 if (args["local-address"]) {
@@ -237,15 +348,18 @@ function startClient(i) {
     // `localAddress` to `ws` for websocket connections. An http.Agent created with
     // {localAddress} therefore binds both. One agent per client so that clients never
     // share TCP connections.
+    // engine.io-client 3.5 (v2) does the same: xmlhttprequest-ssl 1.6 gets only
+    // `agent`, ws 7 gets `agent` and `localAddress`.
+    const v2Cookies = V2 && !!args["with-credentials"];
     let agent = false; // engine.io-client default: no agent, one connection per request
-    if (la || args["keep-alive"]) {
+    if (la || args["keep-alive"] || v2Cookies) {
       const agentOpts = { keepAlive: !!args["keep-alive"] };
       if (la) agentOpts.localAddress = la;
-      agent = new http.Agent(agentOpts);
+      agent = v2Cookies ? makeCookieAgent(agentOpts) : new http.Agent(agentOpts);
     }
     const opts = {
       path: args.path,
-      transports: TRANSPORTS,
+      transports: FETCH_TRANSPORTS ? TRANSPORTS.map((t) => FETCH_TRANSPORTS[t]) : TRANSPORTS,
       forceNew: true,
       reconnection: RECONNECT,
       timeout: CONNECT_TIMEOUT, // manager connect timeout
@@ -253,13 +367,22 @@ function startClient(i) {
       withCredentials: !!args["with-credentials"],
     };
     if (la) opts.localAddress = la; // read by the websocket transport (ws) as well
+    if (FETCH_TRANSPORTS) {
+      // undici Agent for the fetch polling requests: bound source address;
+      // pipelining 0 = "Connection: close", one TCP connection per request like
+      // the default transport, unless --keep-alive.
+      const dOpts = { pipelining: args["keep-alive"] ? 1 : 0 };
+      if (la) dOpts.localAddress = la;
+      opts.dispatcher = new undici.Agent(dOpts);
+      rec.dispatcher = opts.dispatcher;
+    }
     if (RECONNECT) {
       opts.reconnectionDelay = 200;
       opts.reconnectionDelayMax = 1000;
     }
 
     const started = Date.now();
-    const socket = io(args.url, opts);
+    const socket = ioConnect(args.url, opts);
     sockets[i] = socket;
     let settled = false;
 
@@ -400,7 +523,7 @@ async function holdPhase() {
         }
         pending++;
         const seq = ++rec.echoSeq;
-        socket.timeout(ECHO_TIMEOUT).emit("echo", seq, (err, res) => {
+        emitWithTimeout(socket, "echo", seq, ECHO_TIMEOUT, (err, res) => {
           pending--;
           if (err) {
             counters.echoFailed++;
@@ -480,6 +603,7 @@ function buildResult(connectPhaseMs) {
   return {
     event: "result",
     url: args.url,
+    clientVersion: Number(args["client-version"]),
     transports: TRANSPORTS,
     total: COUNT,
     connected,
@@ -521,6 +645,9 @@ async function main() {
     } catch (_) {
       /* ignore */
     }
+  }
+  for (const rec of records) {
+    if (rec && rec.dispatcher) rec.dispatcher.close().catch(() => {});
   }
   process.stdout.write(JSON.stringify(result) + "\n", () => {
     // give the close packets a moment to leave, then exit regardless of open handles

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// sio-node.js - one Socket.IO v4 server node used by the Go integration tests.
+// sio-node.js - one Socket.IO server node (socket.io v4, or v2 with SIO_VERSION=2)
+// used by the Go integration tests.
 //
 // Configuration (environment variables):
 //   PORT       (required) TCP port to listen on; 0 picks a free port (the real
@@ -12,6 +13,13 @@
 //              "cookie":true,"httpCompression":{"threshold":0}}
 //   EXIT_ON_STDIN_CLOSE (optional) "1": exit when stdin reaches EOF (lets a parent
 //              that keeps a pipe open on our stdin guarantee we never outlive it).
+//   SIO_VERSION (optional) "4" (default: socket.io 4.8 / engine.io 6, EIO=4 and,
+//              with allowEIO3, EIO=3) or "2" (socket.io 2.5 / engine.io 3.6, npm
+//              alias "sio2", EIO=3 only). Same behaviour and /__stats contract.
+//   SIO_SID_MODE (optional) how engine.io session ids are minted:
+//              "random" (default, engine.io's own base64id),
+//              "sequential" ("1", "2", "3", ... per process: different nodes mint
+//              the same ids), "fixed:<prefix>" ("<prefix>1", "<prefix>2", ...).
 //
 // Behaviour:
 //   - on each socket.io connection: socket.emit("hello", {node: NODE_NAME})
@@ -29,7 +37,6 @@
 "use strict";
 
 const http = require("http");
-const { Server } = require("socket.io");
 
 function fatal(msg) {
   process.stderr.write(`sio-node: ${msg}\n`);
@@ -57,6 +64,57 @@ if (process.env.SIO_OPTIONS) {
   }
 }
 const options = Object.assign({}, extraOptions);
+
+const SIO_VERSION = process.env.SIO_VERSION || "4";
+if (SIO_VERSION !== "4" && SIO_VERSION !== "2") fatal(`SIO_VERSION must be 4 or 2, got ${SIO_VERSION}`);
+const V2 = SIO_VERSION === "2";
+// socket.io 2.x is installed under the npm alias "sio2" (see /package.json).
+const createServer = V2
+  ? (srv, opts) => require("sio2")(srv, opts)
+  : (srv, opts) => new (require("socket.io").Server)(srv, opts);
+
+// engine.io session ids (SIO_SID_MODE).
+const SID_MODE = process.env.SIO_SID_MODE || "random";
+let sidPrefix = null; // null = engine.io's random ids
+if (SID_MODE === "sequential") sidPrefix = "";
+else if (SID_MODE.startsWith("fixed:")) {
+  sidPrefix = SID_MODE.slice("fixed:".length);
+  if (!/^[A-Za-z0-9_-]*$/.test(sidPrefix)) fatal("SIO_SID_MODE fixed:<prefix>: prefix must match [A-Za-z0-9_-]*");
+} else if (SID_MODE !== "random") {
+  fatal(`SIO_SID_MODE must be random, sequential or fixed:<prefix>, got ${SID_MODE}`);
+}
+
+// Name of the engine.io session cookie this server sets, or null when it sets none.
+// engine.io 6 (v4): off unless `cookie` is true or an object ({name} default "io").
+// engine.io 3 (v2): ON by default ("io"); `cookie: false` turns it off, a string
+// renames it, an object has {name}.
+function engineCookieName() {
+  const c = options.cookie;
+  if (V2) {
+    if (c === false) return null;
+    if (typeof c === "string" && c) return c;
+    if (c && typeof c === "object") return c.name || "io";
+    return "io";
+  }
+  if (c === true) return "io";
+  if (c && typeof c === "object") return c.name || "io";
+  return null;
+}
+const COOKIE_NAME = engineCookieName();
+
+// engine.io error codes and messages (same numbering in engine.io 3 and 6).
+const ERROR_MESSAGES = {
+  0: "Transport unknown",
+  1: "Session ID unknown",
+  2: "Bad handshake method",
+  3: "Bad request",
+  4: "Forbidden",
+  5: "Unsupported protocol version",
+};
+function codeOfMessage(message) {
+  for (const [code, m] of Object.entries(ERROR_MESSAGES)) if (m === message) return Number(code);
+  return null;
+}
 
 // Path prefix handled by socket.io (same rule as engine.io's _computePath/check:
 // strip one trailing slash, then add it back unless addTrailingSlash === false).
@@ -96,6 +154,8 @@ function newStats() {
       withSid: 0,
       withoutSid: 0,
       withCookieHeader: 0, // requests carrying any Cookie header
+      withAcceptEncoding: 0, // requests carrying an Accept-Encoding header
+      acceptEncodings: {}, // Accept-Encoding value -> count
       byMethod: {},
       withSidByMethod: {},
       withoutSidByMethod: {},
@@ -103,6 +163,15 @@ function newStats() {
       websocket: { total: 0, withSid: 0, withoutSid: 0 }, // HTTP Upgrade requests
     },
     otherRequests: 0, // requests on other paths (excluding /__stats and /__reset)
+    // responses on the socket.io path with a Content-Encoding (httpCompression)
+    compressedResponses: 0,
+    compressedResponsesByEncoding: {}, // "gzip" -> n
+    compressedHandshakes: 0, // of them: polling handshake responses (no sid, 200)
+    // engine.io session cookie (COOKIE_NAME, e.g. "io"): responses whose headers
+    // set it; handshakeCookies = polling (200) or websocket (101) handshake
+    // responses, i.e. to requests without sid
+    handshakeCookies: 0,
+    setCookieResponses: 0,
     // remote (client) addresses seen, address -> count
     remoteAddresses: {}, // all socket.io-path requests (polling + websocket)
     pollingRemoteAddresses: {},
@@ -128,6 +197,10 @@ function countSioRequest(req, isUpgrade) {
   const r = stats.requests;
   r.total++;
   if (req.headers.cookie) r.withCookieHeader++;
+  if (req.headers["accept-encoding"] !== undefined) {
+    r.withAcceptEncoding++;
+    inc(r.acceptEncodings, String(req.headers["accept-encoding"]));
+  }
   inc(r.byMethod, method);
   if (hasSid) {
     r.withSid++;
@@ -151,8 +224,13 @@ function snapshot() {
   s.port = boundPort;
   s.pid = process.pid;
   s.path = SIO_PATH;
+  s.sioVersion = Number(SIO_VERSION);
+  s.sidMode = SID_MODE;
+  s.cookieName = COOKIE_NAME;
   s.openSessions = io.engine.clientsCount; // live engine.io sessions
-  s.openSockets = io.of("/").sockets.size; // live sockets in the main namespace
+  // live sockets in the main namespace (v4: Map, v2: plain object)
+  const nspSockets = io.of("/").sockets;
+  s.openSockets = nspSockets instanceof Map ? nspSockets.size : Object.keys(nspSockets).length;
   s.remoteAddressCount = Object.keys(s.remoteAddresses).length;
   s.pollingRemoteAddressCount = Object.keys(s.pollingRemoteAddresses).length;
   s.websocketRemoteAddressCount = Object.keys(s.websocketRemoteAddresses).length;
@@ -192,7 +270,54 @@ const httpServer = http.createServer((req, res) => {
   sendJSON(res, 404, { node: NODE_NAME, error: "not found", path: pathname });
 });
 
-const io = new Server(httpServer, options);
+const io = createServer(httpServer, options);
+
+if (sidPrefix !== null) {
+  // engine.io 3 and 6 both mint ids with `this.generateId(req)` (engine.io 6 also
+  // accepts a Promise); an own property overrides the prototype method.
+  let sidCounter = 0;
+  io.engine.generateId = () => sidPrefix + String(++sidCounter);
+}
+
+// --- error bookkeeping (shared by v4's "connection_error" and the v2 emulation) ---
+function recordConnectionError(code, message, req) {
+  const codeKey = code !== undefined && code !== null ? String(code) : "unknown";
+  message = message || "unknown";
+  const ce = stats.connectionErrors;
+  ce.total++;
+  inc(ce.byCode, codeKey);
+  inc(ce.byMessage, message);
+  ce.recent.push({
+    code: code !== undefined ? code : null,
+    message,
+    method: req ? req.method : null,
+    url: req ? req.url : null,
+    remoteAddress: req && req.socket ? req.socket.remoteAddress : null,
+    upgrade: !!(req && req.headers && req.headers.upgrade),
+  });
+  if (ce.recent.length > RECENT_ERRORS_MAX) ce.recent.shift();
+}
+
+function setCookieHasEngineCookie(value) {
+  if (!COOKIE_NAME || value === undefined || value === null) return false;
+  const list = Array.isArray(value) ? value : [value];
+  return list.some((c) => String(c).trim().startsWith(COOKIE_NAME + "="));
+}
+
+// Inspect the response head of a plain (non-upgrade) socket.io-path response.
+function onResponseHead(req, res) {
+  const handshake = !sidOf(req.url) && res.statusCode === 200;
+  const ce = res.getHeader("content-encoding");
+  if (ce) {
+    stats.compressedResponses++;
+    inc(stats.compressedResponsesByEncoding, String(ce));
+    if (handshake) stats.compressedHandshakes++;
+  }
+  if (setCookieHasEngineCookie(res.getHeader("set-cookie"))) {
+    stats.setCookieResponses++;
+    if (handshake) stats.handshakeCookies++;
+  }
+}
 
 // Count every request on the socket.io path *before* engine.io handles it.
 // (engine.io replaced the "request" listeners and added an "upgrade" listener
@@ -201,18 +326,97 @@ httpServer.prependListener("request", (req, res) => {
   if (!isSioPath(req.url)) return;
   countSioRequest(req, false);
   // Marks which node produced the response, also for engine.io error responses
-  // (writeHead() merges headers set with setHeader()).
+  // (writeHead() merges headers set with setHeader(); since a header now exists,
+  // writeHead() also stores its own headers, so getHeader() sees them below).
   res.setHeader("X-Sio-Node", NODE_NAME);
+  const origWriteHead = res.writeHead;
+  let headSeen = false;
+  res.writeHead = function (...a) {
+    const ret = origWriteHead.apply(this, a);
+    if (!headSeen) {
+      headSeen = true;
+      try {
+        onResponseHead(req, res);
+      } catch (_) {
+        /* never break the response */
+      }
+    }
+    return ret;
+  };
+  if (V2) {
+    // engine.io 3 has no "connection_error" event: read its error answers,
+    // res.writeHead(400|403, {"Content-Type": "application/json"}) +
+    // res.end('{"code":1,"message":"Session ID unknown"}') (sendErrorMessage).
+    const origEnd = res.end;
+    res.end = function (chunk, ...rest) {
+      if ((res.statusCode === 400 || res.statusCode === 403) && chunk) {
+        try {
+          const body = JSON.parse(Buffer.isBuffer(chunk) ? chunk.toString("utf8") : String(chunk));
+          if (body && typeof body === "object" && "code" in body) {
+            // same message as v4's connection_error (a 403 from allowRequest carries its own text)
+            const message = ERROR_MESSAGES[body.code] || (typeof body.message === "string" ? body.message : undefined);
+            recordConnectionError(body.code, message, req);
+          }
+        } catch (_) {
+          /* not an engine.io error body */
+        }
+      }
+      return origEnd.call(this, chunk, ...rest);
+    };
+  }
 });
-httpServer.prependListener("upgrade", (req) => {
+
+// Websocket handshakes: the response is written straight to the socket (ws writes
+// "HTTP/1.1 101 ...", engine.io's abort writes "HTTP/1.1 400 Bad Request ..." with
+// the error message as body). Watch the first write: add X-Sio-Node when missing,
+// count the cookie, and for v2 (no "connection_error") count the error.
+const RE_STATUS = /^HTTP\/1\.[01] (\d{3})/;
+httpServer.prependListener("upgrade", (req, socket) => {
   if (!isSioPath(req.url)) return;
   countSioRequest(req, true);
+  const origWrite = socket.write;
+  socket.write = function (chunk, ...rest) {
+    socket.write = origWrite; // only the first write carries the response head
+    try {
+      const text = typeof chunk === "string" ? chunk : Buffer.isBuffer(chunk) ? chunk.toString("latin1") : null;
+      const m = text && RE_STATUS.exec(text);
+      if (m) {
+        const status = Number(m[1]);
+        const headEnd = text.indexOf("\r\n\r\n");
+        const head = headEnd >= 0 ? text.slice(0, headEnd) : text;
+        const lines = head.split("\r\n");
+        let changed = false;
+        if (!lines.some((l) => /^x-sio-node:/i.test(l))) {
+          lines.splice(1, 0, `X-Sio-Node: ${NODE_NAME}`);
+          changed = true;
+        }
+        const cookieLines = lines.filter((l) => /^set-cookie:/i.test(l)).map((l) => l.slice(l.indexOf(":") + 1));
+        if (setCookieHasEngineCookie(cookieLines)) {
+          stats.setCookieResponses++;
+          if (status === 101 && !sidOf(req.url)) stats.handshakeCookies++;
+        }
+        if (V2 && status >= 400 && headEnd >= 0) {
+          const message = text.slice(headEnd + 4);
+          recordConnectionError(codeOfMessage(message), message, req);
+        }
+        if (changed) {
+          const out = lines.join("\r\n") + (headEnd >= 0 ? text.slice(headEnd) : "");
+          chunk = typeof chunk === "string" ? out : Buffer.from(out, "latin1");
+        }
+      }
+    } catch (_) {
+      /* never break the handshake */
+    }
+    return origWrite.call(this, chunk, ...rest);
+  };
 });
-// websocket handshake responses (the "headers" event also fires for polling
-// responses; setting the header twice is harmless).
-io.engine.on("headers", (headers) => {
-  headers["X-Sio-Node"] = NODE_NAME;
-});
+if (!V2) {
+  // websocket handshake responses (the "headers" event also fires for polling
+  // responses; setting the header twice is harmless).
+  io.engine.on("headers", (headers) => {
+    headers["X-Sio-Node"] = NODE_NAME;
+  });
+}
 
 io.engine.on("connection", (conn) => {
   stats.handshakes++;
@@ -222,24 +426,11 @@ io.engine.on("connection", (conn) => {
   });
 });
 
-io.engine.on("connection_error", (err) => {
-  const code = err && err.code !== undefined ? String(err.code) : "unknown";
-  const message = (err && err.message) || "unknown";
-  const ce = stats.connectionErrors;
-  ce.total++;
-  inc(ce.byCode, code);
-  inc(ce.byMessage, message);
-  const req = err && err.req;
-  ce.recent.push({
-    code: err ? err.code : null,
-    message,
-    method: req ? req.method : null,
-    url: req ? req.url : null,
-    remoteAddress: req && req.socket ? req.socket.remoteAddress : null,
-    upgrade: !!(req && req.headers && req.headers.upgrade),
+if (!V2) {
+  io.engine.on("connection_error", (err) => {
+    recordConnectionError(err ? err.code : undefined, err && err.message, err && err.req);
   });
-  if (ce.recent.length > RECENT_ERRORS_MAX) ce.recent.shift();
-});
+}
 
 io.on("connection", (socket) => {
   stats.ioConnections++;
