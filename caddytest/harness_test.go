@@ -94,17 +94,56 @@ type sioNode struct {
 // Dial is the node's address as an upstream.
 func (n *sioNode) Dial() string { return fmt.Sprintf("127.0.0.1:%d", n.Port) }
 
-// startNode starts testdata/sio-node.js with the given socket.io server
-// options and waits until it listens. The node is stopped when the test
-// ends.
+// serverSpec says which Socket.IO server implementation a node runs and
+// how. Every implementation follows the contract of testdata/README.md:
+// PORT, NODE_NAME and SIO_OPTIONS in, a "listening" line and /__stats out.
+type serverSpec struct {
+	// Impl is "node" (testdata/sio-node.js, the default), "python"
+	// (testdata/sio-python.py) or "go" (testdata/gosio).
+	Impl string
+	// Env adds environment variables, e.g. SIO_VERSION=2.
+	Env map[string]string
+	// Options are the server options, passed as SIO_OPTIONS.
+	Options map[string]any
+}
+
+// startNode starts a socket.io@4 node (testdata/sio-node.js) with the
+// given server options and waits until it listens. The node is stopped
+// when the test ends.
 func startNode(t testing.TB, name string, opts map[string]any) *sioNode {
 	t.Helper()
-	optJSON, err := json.Marshal(opts)
+	return startServer(t, name, serverSpec{Options: opts})
+}
+
+// serverCommand returns the command that runs spec's implementation.
+func serverCommand(t testing.TB, spec serverSpec) *exec.Cmd {
+	t.Helper()
+	testdata := filepath.Join(repoRoot(t), "caddytest", "testdata")
+	switch spec.Impl {
+	case "", "node":
+		return exec.Command("node", filepath.Join(testdata, "sio-node.js"))
+	default:
+		t.Fatalf("unknown server implementation %q", spec.Impl)
+		return nil
+	}
+}
+
+// startServer starts one node as spec says and waits until it listens.
+// The node is stopped when the test ends.
+func startServer(t testing.TB, name string, spec serverSpec) *sioNode {
+	t.Helper()
+	if spec.Options == nil {
+		spec.Options = map[string]any{}
+	}
+	optJSON, err := json.Marshal(spec.Options)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("node", filepath.Join(repoRoot(t), "caddytest", "testdata", "sio-node.js"))
+	cmd := serverCommand(t, spec)
 	cmd.Env = append(os.Environ(), "PORT=0", "NODE_NAME="+name, "SIO_OPTIONS="+string(optJSON))
+	for k, v := range spec.Env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
 	cmd.Stderr = &prefixWriter{t: t, prefix: name + ": "}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -146,12 +185,18 @@ func startNode(t testing.TB, name string, opts map[string]any) *sioNode {
 	return n
 }
 
-// startCluster starts count nodes named node1, node2, ….
+// startCluster starts count socket.io@4 nodes named node1, node2, ….
 func startCluster(t testing.TB, count int, opts map[string]any) []*sioNode {
+	t.Helper()
+	return startClusterOf(t, count, serverSpec{Options: opts})
+}
+
+// startClusterOf starts count nodes as spec says, named node1, node2, ….
+func startClusterOf(t testing.TB, count int, spec serverSpec) []*sioNode {
 	t.Helper()
 	nodes := make([]*sioNode, count)
 	for i := range nodes {
-		nodes[i] = startNode(t, fmt.Sprintf("node%d", i+1), opts)
+		nodes[i] = startServer(t, fmt.Sprintf("node%d", i+1), spec)
 	}
 	return nodes
 }
@@ -188,6 +233,10 @@ type nodeStats struct {
 		WithSid    int `json:"withSid"`
 		WithoutSid int `json:"withoutSid"`
 	} `json:"requests"`
+	// sio-node.js only: handshake answers that set the io cookie, and
+	// that were compressed
+	HandshakeCookies     int `json:"handshakeCookies"`
+	CompressedHandshakes int `json:"compressedHandshakes"`
 }
 
 // UnknownSID is how many requests this node answered "Session ID unknown".
@@ -209,9 +258,11 @@ func (n *sioNode) stats(t testing.TB) nodeStats {
 
 // clusterStats sums what matters across nodes.
 type clusterStats struct {
-	PerNode    map[string]nodeStats
-	UnknownSID int
-	Handshakes int
+	PerNode              map[string]nodeStats
+	UnknownSID           int
+	Handshakes           int
+	HandshakeCookies     int
+	CompressedHandshakes int
 }
 
 func statsOf(t testing.TB, nodes []*sioNode) clusterStats {
@@ -222,6 +273,8 @@ func statsOf(t testing.TB, nodes []*sioNode) clusterStats {
 		cs.PerNode[n.Name] = s
 		cs.UnknownSID += s.UnknownSID()
 		cs.Handshakes += s.Handshakes
+		cs.HandshakeCookies += s.HandshakeCookies
+		cs.CompressedHandshakes += s.CompressedHandshakes
 	}
 	return cs
 }
@@ -406,6 +459,35 @@ func loadConfig(t testing.TB, tester *caddytester.Tester, caddyfile string) {
 	if t.Failed() {
 		t.FailNow()
 	}
+}
+
+// pinReport is the test Caddy's /socketio/sessions answer.
+type pinReport struct {
+	Loaded     bool           `json:"loaded"`
+	Pins       int            `json:"pins"`
+	Tombstones int            `json:"tombstones"`
+	ByUpstream map[string]int `json:"by_upstream"`
+	Pinned     uint64         `json:"pinned"`
+	Collisions uint64         `json:"collisions"`
+	Evicted    uint64         `json:"evicted"`
+	Expired    uint64         `json:"expired"`
+	Dropped    uint64         `json:"dropped"`
+	Refused    uint64         `json:"refused"`
+}
+
+// pinsOf reads the test Caddy's pin store through the admin API.
+func pinsOf(t testing.TB) pinReport {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://localhost:%d/socketio/sessions", adminPort))
+	if err != nil {
+		t.Fatalf("admin API: %v", err)
+	}
+	defer resp.Body.Close()
+	var r pinReport
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatalf("admin API: %v", err)
+	}
+	return r
 }
 
 // prefixWriter sends a child's stderr to the test log, line by line.

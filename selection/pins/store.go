@@ -476,3 +476,32 @@ func (s *Store) Acquire(dials []string) {
 func (s *Store) Release(dials []string) {
 	s.dials.release(dials)
 }
+
+// Census counts the unexpired pins per owning dial address, tombstones
+// apart. It reads every shard, so it is for operators, not for requests.
+func (s *Store) Census() (live map[string]int, tombstones int) {
+	now := s.clock()
+	live = make(map[string]int)
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.RLock()
+		for _, e := range sh.m {
+			for ; e != nil; e = e.sibling {
+				switch {
+				case s.expired(e, now):
+				case s.gone(e):
+					tombstones++
+				default:
+					live[s.dials.name(e.dial)]++
+				}
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	return live, tombstones
+}
+
+// Limits returns the TTL and capacity in force.
+func (s *Store) Limits() (ttl time.Duration, capacity int) {
+	return time.Duration(s.ttl.Load()) * time.Second, int(s.capacity.Load())
+}

@@ -1,0 +1,82 @@
+package module
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func init() {
+	caddy.RegisterModule(adminSessions{})
+}
+
+// adminSessions provides the /socketio/sessions endpoint of the admin
+// API: what the process's pin store holds, for operators and tests.
+type adminSessions struct{}
+
+// CaddyModule returns the Caddy module information.
+func (adminSessions) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.socketio",
+		New: func() caddy.Module { return new(adminSessions) },
+	}
+}
+
+// Routes returns the /socketio/sessions route.
+func (a adminSessions) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{
+		Pattern: "/socketio/sessions",
+		Handler: caddy.AdminHandlerFunc(a.handleSessions),
+	}}
+}
+
+// sessionsReport is the JSON answer of /socketio/sessions.
+type sessionsReport struct {
+	// Loaded is false when no socketio policy is loaded (no store).
+	Loaded bool `json:"loaded"`
+	// TTL and MaxSessions are the limits in force.
+	TTL         string `json:"ttl,omitempty"`
+	MaxSessions int    `json:"max_sessions,omitempty"`
+	// Pins counts pins held, tombstones included; ByUpstream counts the
+	// live ones per upstream dial address.
+	Pins       int            `json:"pins"`
+	Tombstones int            `json:"tombstones"`
+	ByUpstream map[string]int `json:"by_upstream"`
+	// Counters since the store was created.
+	Pinned     uint64 `json:"pinned"`
+	Collisions uint64 `json:"collisions"`
+	Evicted    uint64 `json:"evicted"`
+	Expired    uint64 `json:"expired"`
+	Dropped    uint64 `json:"dropped"`
+	Refused    uint64 `json:"refused"`
+}
+
+func (adminSessions) handleSessions(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method not allowed")}
+	}
+	report := sessionsReport{ByUpstream: map[string]int{}}
+	sessions.Range(func(_, val any) bool {
+		st, ok := val.(*sharedSessions)
+		if !ok {
+			return true
+		}
+		stats := st.store.Stats()
+		ttl, capacity := st.store.Limits()
+		live, tombstones := st.store.Census()
+		report = sessionsReport{
+			Loaded: true, TTL: ttl.String(), MaxSessions: capacity,
+			Pins: stats.Pins, Tombstones: tombstones, ByUpstream: live,
+			Pinned: stats.Pinned, Collisions: stats.Collisions, Evicted: stats.Evicted,
+			Expired: stats.Expired, Dropped: stats.Dropped, Refused: stats.Refused,
+		}
+		return false
+	})
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(report)
+}
+
+// Interface guards
+var _ caddy.AdminRouter = adminSessions{}
