@@ -1,8 +1,9 @@
 # caddy-socketio: developer targets. GNU Make 4.3+.
 #
 #   make test      all tests: go vet, then go test -race (unit + integration;
-#                  the integration tests spawn Node.js socket.io nodes, so this
-#                  runs npm ci first when node_modules is missing or stale)
+#                  the integration tests spawn Node.js, Python and Go socket.io
+#                  nodes, so this first runs npm ci when node_modules is missing
+#                  or stale, and apt-get install when python3-socketio is missing)
 #   make lint      gofmt, go vet, staticcheck
 #   make fuzz      each Go fuzz target for FUZZTIME (default 10s)
 #   make build     Caddy with this plugin, built by xcaddy into bin/caddy
@@ -19,7 +20,7 @@ FUZZTIME ?= 10s
 # staticcheck v0.7.0 and v0.8.2 both run on Go 1.26 here; pinned for repeatable lint
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: help test lint fuzz build example clean node_modules
+.PHONY: help test lint fuzz build example clean node_modules test-deps
 
 help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
@@ -27,7 +28,11 @@ help:
 node_modules:
 	@scripts/npm-ci-if-needed.sh
 
-test: node_modules
+# Debian packages of the test servers (python-socketio); needs root or sudo
+test-deps: node_modules
+	@scripts/apt-install-if-needed.sh
+
+test: test-deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 

@@ -58,6 +58,14 @@ var dialects = []dialect{
 		},
 	},
 	{
+		name:   "python-socketio 5 (aiohttp) with socket.io-client@4",
+		server: serverSpec{Impl: "python", Options: fastPing},
+	},
+	{
+		name:   "zishang520/socket.io v3 (Go) with socket.io-client@4",
+		server: serverSpec{Impl: "go", Options: fastPing},
+	},
+	{
 		// every node mints "1", "2", …: the same sids at once on several
 		// nodes, told apart by client address
 		name:           "socket.io@4 minting colliding sids",
@@ -89,6 +97,9 @@ func TestDialects(t *testing.T) {
 	const clients = 30
 	for di, d := range dialects {
 		t.Run(d.name, func(t *testing.T) {
+			if d.server.Impl == "python" {
+				requirePython(t)
+			}
 			nodes := startClusterOf(t, 3, d.server)
 			loadConfig(t, tester, proxyConfig{Nodes: nodes, Handler: true, Policy: "socketio {\n\t\t\tfallback least_conn\n\t\t}"}.Caddyfile())
 			for ti, transports := range []string{"polling,websocket", "polling"} {

@@ -53,7 +53,11 @@ func envPort(name string, def int) int {
 
 func TestMain(m *testing.M) {
 	caddytester.Default.AdminPort = adminPort
-	os.Exit(m.Run())
+	code := m.Run()
+	if goServer.bin != "" {
+		_ = os.RemoveAll(filepath.Dir(goServer.bin))
+	}
+	os.Exit(code)
 }
 
 // repoRoot returns the repository root (where package.json lives).
@@ -122,10 +126,60 @@ func serverCommand(t testing.TB, spec serverSpec) *exec.Cmd {
 	switch spec.Impl {
 	case "", "node":
 		return exec.Command("node", filepath.Join(testdata, "sio-node.js"))
+	case "python":
+		// Debian's python3-socketio lives in the system interpreter's
+		// dist-packages, which another python3 on PATH may not see
+		return exec.Command(systemPython, filepath.Join(testdata, "sio-python.py"))
+	case "go":
+		return exec.Command(goServerBinary(t))
 	default:
 		t.Fatalf("unknown server implementation %q", spec.Impl)
 		return nil
 	}
+}
+
+// systemPython is the interpreter Debian's python3-socketio is installed
+// for (.ci/run installs python3-socketio, python3-engineio and
+// python3-aiohttp).
+const systemPython = "/usr/bin/python3"
+
+// requirePython fails the test unless the python-socketio server can run.
+func requirePython(t testing.TB) {
+	t.Helper()
+	out, err := exec.Command(systemPython, "-c", "import socketio, engineio, aiohttp").CombinedOutput()
+	if err != nil {
+		t.Fatalf("python-socketio is not installed for %s (apt-get install python3-socketio python3-engineio python3-aiohttp; .ci/run does): %v\n%s", systemPython, err, out)
+	}
+}
+
+var goServer struct {
+	once sync.Once
+	bin  string
+	err  error
+}
+
+// goServerBinary builds testdata/gosio (a zishang520/socket.io server in a
+// module of its own) once per test binary and returns its path.
+func goServerBinary(t testing.TB) string {
+	t.Helper()
+	goServer.once.Do(func() {
+		dir, err := os.MkdirTemp("", "gosio")
+		if err != nil {
+			goServer.err = err
+			return
+		}
+		goServer.bin = filepath.Join(dir, "gosio")
+		cmd := exec.Command("go", "build", "-o", goServer.bin, ".")
+		cmd.Dir = filepath.Join(repoRoot(t), "caddytest", "testdata", "gosio")
+		cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			goServer.err = fmt.Errorf("building testdata/gosio: %v\n%s", err, out)
+		}
+	})
+	if goServer.err != nil {
+		t.Fatal(goServer.err)
+	}
+	return goServer.bin
 }
 
 // startServer starts one node as spec says and waits until it listens.

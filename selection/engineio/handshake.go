@@ -3,6 +3,7 @@ package engineio
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 )
 
 // MaxHandshakeBytes bounds how much of a handshake response body the
@@ -166,22 +167,35 @@ func jsonObjectEnd(data []byte) (int, error) {
 // know ("Session ID unknown").
 const CodeUnknownSID = 1
 
-// IsSessionUnknown reports whether body is engine.io's "Session ID
-// unknown" error: the server that received the request does not (or no
-// longer) know its sid.
+// IsSessionUnknown reports whether body is a server's "Session ID unknown"
+// answer: the server that received the request does not (or no longer)
+// know its sid. engine.io (Node, and the Go port) answers
+// {"code":1,"message":"Session ID unknown"}; python-engineio answers the
+// JSON string "Invalid session <sid>".
 func IsSessionUnknown(body []byte) bool {
-	if len(body) == 0 || body[0] != '{' {
+	if len(body) == 0 {
 		return false
 	}
-	end, err := jsonObjectEnd(body)
-	if err != nil {
+	switch body[0] {
+	case '{':
+		end, err := jsonObjectEnd(body)
+		if err != nil {
+			return false
+		}
+		raw, ok := jsonMember(body[:end], "code")
+		if !ok {
+			return false
+		}
+		var code int
+		return json.Unmarshal(raw, &code) == nil && code == CodeUnknownSID
+	case '"':
+		end, err := jsonStringEnd(body)
+		if err != nil {
+			return false
+		}
+		var msg string
+		return json.Unmarshal(body[:end], &msg) == nil && strings.HasPrefix(msg, "Invalid session")
+	default:
 		return false
 	}
-	// engine.io's 4xx answers are e.g. {"code":1,"message":"Session ID unknown"}
-	raw, ok := jsonMember(body[:end], "code")
-	if !ok {
-		return false
-	}
-	var code int
-	return json.Unmarshal(raw, &code) == nil && code == CodeUnknownSID
 }
