@@ -111,14 +111,6 @@ type serverSpec struct {
 	Options map[string]any
 }
 
-// startNode starts a socket.io@4 node (testdata/sio-node.js) with the
-// given server options and waits until it listens. The node is stopped
-// when the test ends.
-func startNode(t testing.TB, name string, opts map[string]any) *sioNode {
-	t.Helper()
-	return startServer(t, name, serverSpec{Options: opts})
-}
-
 // serverCommand returns the command that runs spec's implementation.
 func serverCommand(t testing.TB, spec serverSpec) *exec.Cmd {
 	t.Helper()

@@ -40,7 +40,8 @@ const DefaultCookie = "io"
 //     non-printable sid; a non-numeric EIO;
 //   - refuses (400) any `Upgrade` other than WebSocket (e.g. `h2c`), and
 //     WebSocket upgrades on a request that does not ask for the websocket
-//     transport: an Engine.IO backend has no use for them;
+//     transport: an Engine.IO backend has no use for them; the same goes
+//     for the :protocol of HTTP/2 and HTTP/3 extended CONNECT;
 //   - on HTTP/1.x WebSocket requests, sets the canonical `Connection:
 //     Upgrade` and `Upgrade: websocket`, also when a middlebox dropped the
 //     `upgrade` token from Connection or both headers (the request still
@@ -150,8 +151,18 @@ var (
 // gives HTTP/1.x WebSocket requests canonical upgrade headers.
 func (h *Handler) prepareUpgrade(r *http.Request, q engineio.Query) error {
 	if r.ProtoMajor != 1 {
-		// HTTP/2 and HTTP/3 have no Upgrade; their WebSockets arrive as
-		// extended CONNECT and reverse_proxy translates them itself
+		// HTTP/2 and HTTP/3 have no Upgrade: their WebSockets arrive as
+		// extended CONNECT (RFC 8441, RFC 9220), which reverse_proxy
+		// translates itself; the same refusals apply to its :protocol
+		protocol := extendedConnectProtocol(r)
+		switch {
+		case protocol == "":
+			return nil
+		case !strings.EqualFold(protocol, "websocket"):
+			return errUpgradeNotWebSocket
+		case q.Transport != engineio.TransportWebSocket:
+			return errUpgradeNotTransport
+		}
 		return nil
 	}
 	upgrade := r.Header["Upgrade"]
@@ -173,6 +184,23 @@ func (h *Handler) prepareUpgrade(r *http.Request, q engineio.Query) error {
 		r.Header["Upgrade"] = []string{"websocket"}
 	}
 	return nil
+}
+
+// extendedConnectProtocol returns the protocol an HTTP/2 or HTTP/3
+// extended CONNECT asks for: the HTTP/2 server keeps :protocol as a
+// header, quic-go's HTTP/3 server puts it in Proto (as reverse_proxy
+// reads them too).
+func extendedConnectProtocol(r *http.Request) string {
+	if r.Method != http.MethodConnect {
+		return ""
+	}
+	if p := r.Header.Get(":protocol"); p != "" {
+		return p
+	}
+	if r.ProtoMajor == 3 && !strings.HasPrefix(r.Proto, "HTTP/") {
+		return r.Proto
+	}
+	return ""
 }
 
 // refuse answers 400 for a request that must not reach a backend.

@@ -425,3 +425,35 @@ func TestHandlerLearnsEveryFraming(t *testing.T) {
 		})
 	}
 }
+
+func TestHandlerRefusesExtendedConnect(t *testing.T) {
+	h := testHandler(t)
+	tests := []struct {
+		name     string
+		proto    int
+		protoStr string
+		target   string
+		header   string
+		refused  bool
+	}{
+		{"fail/h2 websocket on polling", 2, "HTTP/2.0", "/socket.io/?EIO=4&transport=polling&sid=abc", "websocket", true},
+		{"fail/h2 other protocol", 2, "HTTP/2.0", "/socket.io/?EIO=4&transport=websocket&sid=abc", "connect-udp", true},
+		{"fail/h3 other protocol", 3, "connect-udp", "/socket.io/?EIO=4&transport=websocket&sid=abc", "", true},
+		{"ok/h2 websocket", 2, "HTTP/2.0", "/socket.io/?EIO=4&transport=websocket&sid=abc", "websocket", false},
+		{"ok/h3 websocket", 3, "websocket", "/socket.io/?EIO=4&transport=websocket&sid=abc", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRequest(http.MethodConnect, tt.target, "10.0.0.1")
+			r.ProtoMajor, r.Proto = tt.proto, tt.protoStr
+			if tt.header != "" {
+				r.Header[":protocol"] = []string{tt.header}
+			}
+			next := &fakeProxy{status: 200}
+			err := h.ServeHTTP(httptest.NewRecorder(), r, next)
+			if refused := err != nil; refused != tt.refused || next.called == tt.refused {
+				t.Fatalf("err = %v, next called = %v; want refused = %v", err, next.called, tt.refused)
+			}
+		})
+	}
+}

@@ -3,13 +3,16 @@
 #
 #   scripts/apt-install-if-needed.sh      (make test runs it first)
 #
-# The integration tests run real Socket.IO servers of several implementations;
-# the python-socketio one needs these packages (Debian bookworm: python-socketio
-# 5.7.2, python-engineio 4.3.4, aiohttp 3.8.4), run by /usr/bin/python3.
+# The integration tests run real Socket.IO servers of several implementations
+# and a real browser:
+#   python3-socketio python3-engineio python3-aiohttp  the python-socketio server
+#     (Debian bookworm: python-socketio 5.7.2, python-engineio 4.3.4, aiohttp
+#     3.8.4), run by /usr/bin/python3
+#   chromium  the headless browser of TestBrowserH2
 # Nothing happens when all are installed. Installing needs root (or sudo).
 set -euo pipefail
 
-PACKAGES=(python3-socketio python3-engineio python3-aiohttp)
+PACKAGES=(python3-socketio python3-engineio python3-aiohttp chromium)
 
 log() { printf 'apt-install: %s\n' "$*" >&2; }
 
