@@ -72,7 +72,8 @@ type Handler struct {
 	logger     *zap.Logger
 	pathNoTail string
 
-	warnPolicy sync.Once
+	warnPolicy    sync.Once
+	warnCollision sync.Once
 }
 
 // CaddyModule returns the Caddy module information.
@@ -218,6 +219,23 @@ func (h *Handler) warnNoPolicy() {
 	h.warnPolicy.Do(func() {
 		h.logger.Warn("an Engine.IO handshake was answered without the socketio selection policy choosing its upstream; use 'lb_policy socketio' in the reverse_proxy that follows this handler")
 	})
+}
+
+// noteCollision logs a sid minted by two upstreams: the first one as a
+// warning, the rest at debug level, since servers with sequential ids
+// collide on every handshake (the admin API counts them all).
+func (h *Handler) noteCollision(upstream string) {
+	warned := false
+	h.warnCollision.Do(func() {
+		warned = true
+		h.logger.Warn("two upstreams minted the same Engine.IO session id; requests are told apart by client address (further collisions are logged at debug level and counted in the admin API's /socketio/sessions)",
+			zap.String("upstream", upstream))
+	})
+	if !warned {
+		if c := h.logger.Check(zapcore.DebugLevel, "two upstreams minted the same Engine.IO session id"); c != nil {
+			c.Write(zap.String("upstream", upstream))
+		}
+	}
 }
 
 // Interface guards

@@ -187,8 +187,7 @@ func (ex *exchange) learn(sid string, err error) {
 	result := ex.policy.pin(sid, ex.upstream, ex.req)
 	switch result {
 	case pins.Collided:
-		logger.Warn("two upstreams minted the same Engine.IO session id; requests are told apart by client address",
-			zap.String("upstream", ex.upstream.Dial))
+		ex.handler.noteCollision(ex.upstream.Dial)
 	case pins.Refused:
 		logger.Warn("Engine.IO session id already pinned to too many upstreams; not pinned",
 			zap.String("upstream", ex.upstream.Dial), zap.Int("max_owners", pins.MaxOwners))

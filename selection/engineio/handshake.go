@@ -1,9 +1,9 @@
 package engineio
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
-	"strings"
 )
 
 // MaxHandshakeBytes bounds how much of a handshake response body the
@@ -189,12 +189,17 @@ func IsSessionUnknown(body []byte) bool {
 		var code int
 		return json.Unmarshal(raw, &code) == nil && code == CodeUnknownSID
 	case '"':
-		end, err := jsonStringEnd(body)
-		if err != nil {
+		// the message names the sid, so a long sid may not fit in what
+		// the caller kept of the body: the prefix decides
+		if !bytes.HasPrefix(body, []byte(`"Invalid session `)) {
 			return false
 		}
+		end, err := jsonStringEnd(body)
+		if errors.Is(err, ErrIncomplete) {
+			return true
+		}
 		var msg string
-		return json.Unmarshal(body[:end], &msg) == nil && strings.HasPrefix(msg, "Invalid session")
+		return err == nil && json.Unmarshal(body[:end], &msg) == nil
 	default:
 		return false
 	}

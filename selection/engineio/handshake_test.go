@@ -310,6 +310,8 @@ func TestIsSessionUnknown(t *testing.T) {
 		{"fail/float code", `{"code":1.5}`, false},
 		{"fail/nested code", `{"error":{"code":1}}`, false},
 		{"ok/python-engineio (captured)", `"Invalid session PNEBcFiqR68PzIg7AAB4"`, true},
+		{"ok/python-engineio, long sid cut off", `"Invalid session ` + strings.Repeat("x", 100), true},
+		{"fail/python-engineio message without sid", `"Invalid session"`, false},
 		{"fail/python-engineio other error", `"Invalid transport"`, false},
 		{"fail/unquoted text", "Invalid session abc", false},
 		{"fail/python-engineio text", "Session is disconnected", false},
