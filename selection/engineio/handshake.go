@@ -34,36 +34,44 @@ var (
 // body is the prefix of the response seen so far. When final is false and
 // body is a valid but unfinished prefix, it returns ErrIncomplete.
 func OpenPacketSID(body []byte, final bool) (string, error) {
-	if len(body) == 0 {
-		return "", incomplete(final)
-	}
-	if body[0] != '0' {
-		return "", ErrNotOpenPacket
-	}
-	data := body[1:]
-	if len(data) == 0 {
-		return "", incomplete(final)
-	}
-	if data[0] != '{' {
-		return "", ErrNotOpenPacket
-	}
-	end, err := jsonObjectEnd(data)
+	obj, rest, err := openPacketData(body, final)
 	if err != nil {
-		if errors.Is(err, ErrIncomplete) {
-			return "", incomplete(final)
-		}
 		return "", err
 	}
 	// What follows the object must be the end of the body or the record
 	// separator; until that is known the answer must wait, so that a body
 	// is judged the same however it was split into writes.
-	if end == len(data) && !final {
+	if len(rest) == 0 && !final {
 		return "", ErrIncomplete
 	}
-	if end < len(data) && data[end] != 0x1e {
+	if len(rest) > 0 && rest[0] != 0x1e {
 		return "", ErrNotOpenPacket
 	}
-	return sidFromJSON(data[:end])
+	return sidFromJSON(obj)
+}
+
+// openPacketData splits an open packet at the start of p, `0{…}`, into its
+// JSON object and what follows it.
+func openPacketData(p []byte, final bool) (obj, rest []byte, err error) {
+	switch {
+	case len(p) == 0:
+		return nil, nil, incomplete(final)
+	case p[0] != '0':
+		return nil, nil, ErrNotOpenPacket
+	case len(p) == 1:
+		return nil, nil, incomplete(final)
+	case p[1] != '{':
+		return nil, nil, ErrNotOpenPacket
+	}
+	data := p[1:]
+	end, err := jsonObjectEnd(data)
+	if errors.Is(err, ErrIncomplete) {
+		return nil, nil, incomplete(final)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return data[:end], data[end:], nil
 }
 
 func incomplete(final bool) error {

@@ -103,30 +103,14 @@ func lengthPrefixedSID(p []byte, length int, final bool) (string, error) {
 	if length < 2 {
 		return "", ErrNotOpenPacket
 	}
-	if len(p) == 0 {
-		return "", incomplete(final)
-	}
-	if p[0] != '0' {
-		return "", ErrNotOpenPacket
-	}
-	data := p[1:]
-	if len(data) == 0 {
-		return "", incomplete(final)
-	}
-	if data[0] != '{' {
-		return "", ErrNotOpenPacket
-	}
-	end, err := jsonObjectEnd(data)
-	if err == ErrIncomplete {
-		return "", incomplete(final)
-	}
+	obj, _, err := openPacketData(p, final)
 	if err != nil {
 		return "", err
 	}
-	if 1+utf16Len(data[:end]) != length {
+	if 1+utf16Len(obj) != length {
 		return "", ErrNotOpenPacket
 	}
-	return sidFromJSON(data[:end])
+	return sidFromJSON(obj)
 }
 
 // utf16Len returns the length of the UTF-8 text b in UTF-16 code units.
