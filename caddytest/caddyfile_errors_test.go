@@ -44,6 +44,9 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"fail/handler unknown option", handler("socketio {\n\t\tprefix /a/\n\t}"), "unrecognized option 'prefix'"},
 		{"fail/handler path twice", handler("socketio {\n\t\tpath /a/\n\t\tpath /b/\n\t}"), "path already specified"},
 		{"fail/handler path missing", handler("socketio {\n\t\tpath\n\t}"), "wrong argument count"},
+		{"fail/handler max_body not a size", handler("socketio {\n\t\tmax_body lots\n\t}"), "invalid max_body 'lots'"},
+		{"fail/handler max_body zero", handler("socketio {\n\t\tmax_body 0\n\t}"), "invalid max_body '0'"},
+		{"fail/handler max_body twice", handler("socketio {\n\t\tmax_body 1MB\n\t\tmax_body 2MB\n\t}"), "max_body already specified"},
 		{"fail/handler cookie twice", handler("socketio {\n\t\tcookie a\n\t\tcookie b\n\t}"), "cookie already specified"},
 		{"fail/handler cookie stray argument", handler("socketio {\n\t\tcookie a b\n\t}"), "wrong argument count"},
 	}

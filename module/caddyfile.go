@@ -2,7 +2,10 @@ package module
 
 import (
 	"encoding/json"
+	"math"
 	"strconv"
+
+	"github.com/dustin/go-humanize"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -28,8 +31,9 @@ func parseHandlerCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	socketio [<matcher>] {
-//		path   <prefix>
-//		cookie <name>
+//		path     <prefix>
+//		cookie   <name>
+//		max_body <size>
 //	}
 //
 // Like every handler directive, socketio takes an optional matcher token
@@ -50,6 +54,21 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			h.Path = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "max_body":
+			if h.MaxBody != 0 {
+				return d.Err("max_body already specified")
+			}
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			size, err := humanize.ParseBytes(d.Val())
+			if err != nil || size == 0 || size > math.MaxInt64 {
+				return d.Errf("invalid max_body '%s': must be a positive size such as 1MB", d.Val())
+			}
+			h.MaxBody = int64(size)
 			if d.NextArg() {
 				return d.ArgErr()
 			}

@@ -1,6 +1,7 @@
 package module
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -23,6 +24,10 @@ func init() {
 // DefaultPath is where Engine.IO servers and clients expect the protocol
 // (Socket.IO's default `path` option).
 const DefaultPath = "/socket.io/"
+
+// DefaultMaxBody is engine.io's default maxHttpBufferSize: the largest
+// polling POST body a server accepts.
+const DefaultMaxBody = 1_000_000
 
 // DefaultCookie is the name of engine.io's session cookie (its `cookie`
 // option's default name).
@@ -69,6 +74,14 @@ type Handler struct {
 	// does not decode, a framing it does not know). Default: `io`.
 	Cookie string `json:"cookie,omitempty"`
 
+	// The largest body of a polling POST, in bytes. The handler reads
+	// each POST body whole before proxying it: a client whose body is
+	// malformed (bad chunked framing, cut short) then gets 400 here,
+	// instead of a 502 that passive health checks would count against
+	// the session's node, and a body over this size gets 413. Match the
+	// servers' maxHttpBufferSize. Default: 1MB (engine.io's default).
+	MaxBody int64 `json:"max_body,omitempty"`
+
 	logger     *zap.Logger
 	pathNoTail string
 
@@ -93,6 +106,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Cookie == "" {
 		h.Cookie = DefaultCookie
 	}
+	if h.MaxBody == 0 {
+		h.MaxBody = DefaultMaxBody
+	}
 	h.pathNoTail = strings.TrimSuffix(h.Path, "/")
 	return nil
 }
@@ -101,6 +117,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 func (h *Handler) Validate() error {
 	if !strings.HasPrefix(h.Path, "/") {
 		return fmt.Errorf("path must start with '/': %q", h.Path)
+	}
+	if h.MaxBody < 0 {
+		return fmt.Errorf("max_body must not be negative: %d", h.MaxBody)
 	}
 	return nil
 }
@@ -112,6 +131,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	q, err := engineio.ParseQuery(r.URL.RawQuery)
 	if err != nil {
+		if !engineio.ClaimsEngineIO(r.URL.RawQuery) {
+			// not Engine.IO (a file under the path, say): not ours to judge
+			return next.ServeHTTP(w, r)
+		}
 		return h.refuse(r, err)
 	}
 	if err := h.prepareUpgrade(r, q); err != nil {
@@ -129,6 +152,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		ex = newExchange(h, w, r, learnSession, q.SID)
 	default:
 		return next.ServeHTTP(w, r)
+	}
+	if r.Method == http.MethodPost {
+		if err := ex.readBody(h.MaxBody); err != nil {
+			return h.refuse(r, err)
+		}
+		defer ex.releaseBody()
 	}
 	caddyhttp.SetVar(r.Context(), exchangeVar, ex)
 	if err := next.ServeHTTP(ex, r); err != nil {
@@ -204,12 +233,17 @@ func extendedConnectProtocol(r *http.Request) string {
 	return ""
 }
 
-// refuse answers 400 for a request that must not reach a backend.
+// refuse answers 400 (413 for a body too large) for a request that must
+// not reach a backend.
 func (h *Handler) refuse(r *http.Request, err error) error {
 	if c := h.logger.Check(zapcore.DebugLevel, "refused Engine.IO request"); c != nil {
 		c.Write(zap.Error(err), zap.String("method", r.Method), zap.String("uri", r.RequestURI))
 	}
-	return caddyhttp.Error(http.StatusBadRequest, err)
+	status := http.StatusBadRequest
+	if errors.Is(err, errBodyTooLarge) {
+		status = http.StatusRequestEntityTooLarge
+	}
+	return caddyhttp.Error(status, err)
 }
 
 // warnNoPolicy warns, once per handler, that a handshake went through a

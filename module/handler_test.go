@@ -457,3 +457,97 @@ func TestHandlerRefusesExtendedConnect(t *testing.T) {
 		})
 	}
 }
+
+// failingBody delivers some bytes, then fails, as a request body with bad
+// chunked framing or a client that hangs up does.
+type failingBody struct{ sent bool }
+
+func (b *failingBody) Read(p []byte) (int, error) {
+	if !b.sent {
+		b.sent = true
+		return copy(p, "4"), nil
+	}
+	return 0, errors.New("malformed chunked encoding")
+}
+
+func (b *failingBody) Close() error { return nil }
+
+func TestHandlerReadsPostBodies(t *testing.T) {
+	h := testHandler(t)
+	h.MaxBody = 1000
+	policy := testPolicy(t)
+	pool := testPool("a:1")
+	policy.sessions.store.Pin("postBody000000000000", "a:1", 0)
+	const target = "/socket.io/?EIO=4&transport=polling&sid=postBody000000000000"
+
+	t.Run("ok/body reaches the backend whole, with its length", func(t *testing.T) {
+		r := newRequest(http.MethodPost, target, "10.0.0.1")
+		r.Body = io.NopCloser(strings.NewReader(`42["chat","hello"]`))
+		r.ContentLength = -1 // chunked
+		var got []byte
+		var gotLen int64
+		next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			policy.Select(pool, r, w)
+			gotLen = r.ContentLength
+			got, _ = io.ReadAll(r.Body)
+			w.WriteHeader(200)
+			_, err := w.Write([]byte("ok"))
+			return err
+		})
+		if err := h.ServeHTTP(httptest.NewRecorder(), r, next); err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != `42["chat","hello"]` || gotLen != int64(len(got)) {
+			t.Fatalf("backend got %q with ContentLength %d", got, gotLen)
+		}
+	})
+	tests := []struct {
+		name   string
+		body   io.ReadCloser
+		status int
+	}{
+		{"fail/body the client cannot deliver", &failingBody{}, http.StatusBadRequest},
+		{"fail/body over max_body", io.NopCloser(strings.NewReader(strings.Repeat("x", 1001))), http.StatusRequestEntityTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRequest(http.MethodPost, target, "10.0.0.1")
+			r.Body = tt.body
+			next := &fakeProxy{policy: policy, pool: pool, status: 200}
+			err := h.ServeHTTP(httptest.NewRecorder(), r, next)
+			var herr caddyhttp.HandlerError
+			if !errors.As(err, &herr) || herr.StatusCode != tt.status {
+				t.Fatalf("err = %v, want a %d HandlerError", err, tt.status)
+			}
+			if next.called {
+				t.Fatal("the request reached the backend")
+			}
+		})
+	}
+}
+
+func TestHandlerNoResponse(t *testing.T) {
+	h := testHandler(t)
+	policy := testPolicy(t)
+	pool := testPool("a:1")
+	// reverse_proxy writes nothing when an upstream answers a polling
+	// request with a 101 it was not asked for
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		policy.Select(pool, r, w)
+		return nil
+	})
+	err := h.ServeHTTP(httptest.NewRecorder(), newRequest(http.MethodGet, "/socket.io/?EIO=4&transport=polling", "10.0.0.1"), next)
+	var herr caddyhttp.HandlerError
+	if !errors.As(err, &herr) || herr.StatusCode != http.StatusBadGateway {
+		t.Fatalf("err = %v, want 502", err)
+	}
+}
+
+func TestHandlerPassesNonEngineIOUnderPath(t *testing.T) {
+	h := testHandler(t)
+	next := &fakeProxy{status: 200}
+	r := newRequest(http.MethodGet, "/socket.io/socket.io.js?sid=a&sid=b", "10.0.0.1")
+	if err := h.ServeHTTP(httptest.NewRecorder(), r, next); err != nil || !next.called {
+		t.Fatalf("err = %v, next called = %v: a non-Engine.IO request under the path was refused", err, next.called)
+	}
+}

@@ -1,9 +1,12 @@
 package module
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"sync"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -69,6 +72,67 @@ type exchange struct {
 	cookieSID   string // the sid in the held response's Set-Cookie, if any
 	buf         []byte // held or watched body prefix
 	small       [64]byte
+
+	// a POST's body, read whole before proxying
+	body    requestBody
+	bodyBuf *bytes.Buffer
+}
+
+// requestBody is a request body read into memory.
+type requestBody struct{ bytes.Reader }
+
+// Close implements io.Closer.
+func (*requestBody) Close() error { return nil }
+
+// bodyBuffers recycles the buffers of POST bodies; most are a few bytes.
+var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledBody bounds the buffers kept for reuse, so that one large POST
+// does not pin its buffer in the pool.
+const maxPooledBody = 64 << 10
+
+// Errors of readBody.
+var (
+	errBodyTooLarge = errors.New("request body larger than max_body")
+	errBodyRead     = errors.New("reading request body")
+)
+
+// readBody reads the request's body whole, up to limit bytes, and gives
+// the request a replayable copy with its exact length. A body the client
+// cannot deliver intact fails here, on the client, rather than half-way
+// to the backend, where reverse_proxy would answer 502 and count a
+// failure against a healthy node.
+func (ex *exchange) readBody(limit int64) error {
+	r := ex.req
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil
+	}
+	buf := bodyBuffers.Get().(*bytes.Buffer)
+	buf.Reset()
+	ex.bodyBuf = buf
+	n, err := io.Copy(buf, io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return fmt.Errorf("%w: %v", errBodyRead, err)
+	}
+	if n > limit {
+		return errBodyTooLarge
+	}
+	ex.body.Reset(buf.Bytes())
+	r.Body = &ex.body
+	r.ContentLength = n
+	r.TransferEncoding = nil
+	return nil
+}
+
+// releaseBody returns the body's buffer for reuse once the request is done.
+func (ex *exchange) releaseBody() {
+	if ex.bodyBuf == nil {
+		return
+	}
+	if ex.bodyBuf.Cap() <= maxPooledBody {
+		bodyBuffers.Put(ex.bodyBuf)
+	}
+	ex.bodyBuf = nil
 }
 
 func newExchange(h *Handler, w http.ResponseWriter, r *http.Request, kind learnKind, sid string) *exchange {
@@ -151,9 +215,23 @@ func (ex *exchange) FlushError() error {
 	return http.NewResponseController(ex.ResponseWriter).Flush()
 }
 
+// errNoResponse: the chain returned without answering, which Go's server
+// would turn into an empty 200 the client reads as a broken session; Caddy
+// does so when an upstream answers a polling request with an unrequested
+// 101 Switching Protocols.
+var errNoResponse = errors.New("upstream gave no response to an Engine.IO polling request")
+
 // finish ends the exchange after the handler chain returned: a body that
 // ended before the learner could decide is judged whole and released.
 func (ex *exchange) finish() error {
+	if !ex.wroteHeader {
+		if ex.kind == learnHandshake {
+			if c := ex.handler.logger.Check(zapcore.DebugLevel, "handshake response not learned"); c != nil {
+				c.Write(zap.Error(errNoResponse))
+			}
+		}
+		return caddyhttp.Error(http.StatusBadGateway, errNoResponse)
+	}
 	switch {
 	case ex.holding:
 		sid, err := engineio.HandshakeSID(ex.buf, ex.encoding, true)

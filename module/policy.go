@@ -203,8 +203,13 @@ func (s *SocketIOSelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 func (s *SocketIOSelection) choose(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) (*reverseproxy.Upstream, selection.Route) {
 	q, err := engineio.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		// ambiguous or malformed: the handler answers 400 for these; on
-		// its own the policy must not guess which node to send it to
+		if !engineio.ClaimsEngineIO(r.URL.RawQuery) {
+			// an application's own request with an odd "sid"
+			return s.fallback.Select(pool, r, w), selection.RouteNew
+		}
+		// ambiguous or malformed Engine.IO: the handler answers 400 for
+		// these; on its own the policy must not guess which node to send
+		// it to
 		return nil, selection.RouteRefused
 	}
 	if !q.IsEngineIO() || q.SID == "" {

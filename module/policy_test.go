@@ -38,6 +38,8 @@ func TestSelect(t *testing.T) {
 		{"ok/unknown sid goes by client address", pool, "/socket.io/?EIO=4&transport=polling&sid=neverPinned000000000", awayFromB, 0, selection.RouteUnknown},
 		{"ok/sid pinned outside this pool goes by client address", pool, "/socket.io/?EIO=4&transport=polling&sid=pinnedToGone00000000", awayFromB, 0, selection.RouteUnknown},
 		{"fail/tombstone fails fast with its owner up", pool, "/socket.io/?EIO=4&transport=polling&sid=tombstoneOnB00000000", awayFromB, -1, selection.RouteOwnerDown},
+		{"ok/an application's odd sid goes to the fallback", pool, "/api/items?sid=1&sid=2", awayFromB, 0, selection.RouteNew},
+		{"ok/an application's empty sid goes to the fallback", pool, "/search?sid=", awayFromB, 0, selection.RouteNew},
 		{"fail/repeated sid is not routed", pool, "/socket.io/?EIO=4&transport=polling&sid=pinnedToB00000000000&sid=x", awayFromB, -1, selection.RouteRefused},
 	}
 	for _, tt := range tests {

@@ -145,6 +145,31 @@ func ParseQuery(raw string) (Query, error) {
 	return q, nil
 }
 
+// ClaimsEngineIO reports whether a raw query names both EIO and transport,
+// as every Engine.IO request does, however malformed its values. When
+// ParseQuery fails, it tells an Engine.IO request that must be refused
+// from an application's own request that merely has an odd "sid".
+func ClaimsEngineIO(raw string) bool {
+	var eio, transport bool
+	for raw != "" && !(eio && transport) {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		key, _, _ := strings.Cut(pair, "=")
+		if strings.ContainsAny(key, "%+") {
+			if k, err := url.QueryUnescape(key); err == nil {
+				key = k
+			}
+		}
+		switch key {
+		case "EIO":
+			eio = true
+		case "transport":
+			transport = true
+		}
+	}
+	return eio && transport
+}
+
 func parseEIO(s string) (int, bool) {
 	if len(s) == 0 || len(s) > 2 {
 		return 0, false

@@ -329,3 +329,23 @@ func unhex(c byte) byte {
 		return c - 'a' + 10
 	}
 }
+
+func TestClaimsEngineIO(t *testing.T) {
+	tests := []struct {
+		raw  string
+		want bool
+	}{
+		{"EIO=4&transport=polling&sid=a&sid=b", true},
+		{"sid=&EIO=abc&transport=", true},
+		{"%45IO=4&transport=polling", true},
+		{"EIO=4&sid=a&sid=b", false},
+		{"transport=polling", false},
+		{"sid=1&sid=2", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		if got := ClaimsEngineIO(tt.raw); got != tt.want {
+			t.Errorf("ClaimsEngineIO(%q) = %v, want %v", tt.raw, got, tt.want)
+		}
+	}
+}
