@@ -348,8 +348,10 @@ type clientResult struct {
 	DisconnectsDuringHold struct {
 		Count   int            `json:"count"`
 		Reasons map[string]int `json:"reasons"`
+		Details map[string]int `json:"details"`
 	} `json:"disconnectsDuringHold"`
 	EchoNodeMismatch int `json:"echoNodeMismatch"`
+	Reconnects       int `json:"reconnects"`
 }
 
 // clientRun is a running sio-clients.js.
@@ -380,6 +382,7 @@ func startClients(t testing.TB, flags ...string) *clientRun {
 		t.Fatalf("starting clients: %v", err)
 	}
 	run := &clientRun{t: t, cmd: cmd, ready: make(chan struct{}), result: make(chan clientResult, 1), errs: make(chan error, 1)}
+	exited := make(chan struct{})
 	var once sync.Once
 	go func() {
 		defer cancel()
@@ -409,13 +412,17 @@ func startClients(t testing.TB, flags ...string) *clientRun {
 			}
 		}
 		err := cmd.Wait()
+		close(exited)
 		if !got {
 			run.errs <- fmt.Errorf("clients ended without a result: %v", err)
 		}
 	}()
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
+		select {
+		case <-exited:
+		default:
 			_ = cmd.Process.Kill()
+			<-exited
 		}
 	})
 	return run
@@ -504,6 +511,32 @@ func loadConfig(t testing.TB, tester *caddytester.Tester, caddyfile string) {
 	tester.InitServer(caddyfile, "caddyfile")
 	if t.Failed() {
 		t.FailNow()
+	}
+}
+
+// forceReload loads caddyfile through the admin API even if it adapts
+// to the running config. caddytest's InitServer (like `caddy reload`
+// without --force) posts to /load, which Caddy ignores when the config is
+// unchanged ("config is unchanged"): a comment added to the Caddyfile is
+// not a reload. `Cache-Control: must-revalidate` forces it. Unlike
+// loadConfig it fails the test only if the load fails, so that a test
+// whose reload made the race detector report goes on to its assertions.
+func forceReload(t testing.TB, caddyfile string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, fmt.Sprintf("http://localhost:%d/load", adminPort), strings.NewReader(caddyfile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "text/caddyfile")
+	req.Header.Set("Cache-Control", "must-revalidate")
+	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("forced reload: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		t.Fatalf("forced reload: %s: %s", resp.Status, body)
 	}
 }
 

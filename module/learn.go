@@ -121,6 +121,14 @@ func (ex *exchange) readBody(limit int64) error {
 	r.Body = &ex.body
 	r.ContentLength = n
 	r.TransferEncoding = nil
+	// with GetBody, Go's transport may resend the POST on a fresh
+	// connection when the kept-alive one it picked was closed by the
+	// node at that moment (Node's keepAliveTimeout is 5 s), which it
+	// never does for a body it cannot replay
+	body := buf.Bytes()
+	r.GetBody = func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(body)), nil
+	}
 	return nil
 }
 

@@ -80,6 +80,7 @@ type SocketIOSelection struct {
 	sessions *sharedSessions
 	dials    []string
 	logger   *zap.Logger
+	released bool // Cleanup ran
 
 	warnNoHandler sync.Once
 }
@@ -173,14 +174,19 @@ func (s *SocketIOSelection) Validate() error {
 
 // Cleanup releases the policy's hold on the pin store and on the dial
 // addresses of its upstreams.
+//
+// Requests of the old configuration may still be in flight after a reload
+// (long-polls finishing within the grace period) and pin their handshakes
+// through this policy, so the store stays reachable; it only stops being
+// swept once no policy holds it.
 func (s *SocketIOSelection) Cleanup() error {
-	if s.sessions == nil {
+	if s.sessions == nil || s.released {
 		return nil
 	}
+	s.released = true
 	s.sessions.unregister(s)
 	s.sessions.store.Release(s.dials)
 	releaseSessions()
-	s.sessions = nil
 	return nil
 }
 
@@ -238,7 +244,13 @@ func (s *SocketIOSelection) choose(pool reverseproxy.UpstreamPool, r *http.Reque
 		s.sessions.store.Drop(owners[o])
 		return nil, route
 	case selection.RouteUnknown:
-		if i = selection.Hash(p, clientIP(r)); i >= 0 {
+		ip := clientIP(r)
+		if len(owners) > 0 && selection.Departed(owners, pins.ClientHash(ip)) >= 0 {
+			// its owner was just removed from this pool; the pin becomes
+			// a tombstone when the old configuration is cleaned up
+			return nil, selection.RouteOwnerDown
+		}
+		if i = selection.Hash(p, ip); i >= 0 {
 			return pool[i], route
 		}
 		return nil, route

@@ -8,6 +8,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
 	"github.com/caddy-socketio/caddy-socketio/selection"
+	"github.com/caddy-socketio/caddy-socketio/selection/pins"
 )
 
 // TestSelect covers the policy's routes through the Caddy types; the
@@ -17,11 +18,12 @@ import (
 func TestSelect(t *testing.T) {
 	policy := testPolicy(t)
 	pool := testPool("a:1", "b:1", "c:1")
+	awayFromB := addressHashingTo(t, pool, 0)
 	policy.sessions.store.Pin("pinnedToB00000000000", "b:1", 0)
 	policy.sessions.store.Pin("pinnedToGone00000000", "z:1", 0)
+	policy.sessions.store.Pin("departedFromPool0000", "gone:1", pins.ClientHash(awayFromB))
 	policy.sessions.store.Pin("tombstoneOnB00000000", "b:1", 0)
 	policy.sessions.store.DropDial("tombstoneOnB00000000", "b:1")
-	awayFromB := addressHashingTo(t, pool, 0)
 	tests := []struct {
 		name      string
 		pool      reverseproxy.UpstreamPool
@@ -37,6 +39,8 @@ func TestSelect(t *testing.T) {
 		{"ok/non-engine.io request goes to the fallback", pool, "/api?sid=pinnedToB00000000000", awayFromB, 0, selection.RouteNew},
 		{"ok/unknown sid goes by client address", pool, "/socket.io/?EIO=4&transport=polling&sid=neverPinned000000000", awayFromB, 0, selection.RouteUnknown},
 		{"ok/sid pinned outside this pool goes by client address", pool, "/socket.io/?EIO=4&transport=polling&sid=pinnedToGone00000000", awayFromB, 0, selection.RouteUnknown},
+		{"fail/owner just removed from the pool, same client", pool, "/socket.io/?EIO=4&transport=polling&sid=departedFromPool0000", awayFromB, -1, selection.RouteOwnerDown},
+		{"ok/owner outside the pool, another client", pool, "/socket.io/?EIO=4&transport=polling&sid=departedFromPool0000", addressHashingTo(t, pool, 2), 2, selection.RouteUnknown},
 		{"fail/tombstone fails fast with its owner up", pool, "/socket.io/?EIO=4&transport=polling&sid=tombstoneOnB00000000", awayFromB, -1, selection.RouteOwnerDown},
 		{"ok/an application's odd sid goes to the fallback", pool, "/api/items?sid=1&sid=2", awayFromB, 0, selection.RouteNew},
 		{"ok/an application's empty sid goes to the fallback", pool, "/search?sid=", awayFromB, 0, selection.RouteNew},

@@ -109,6 +109,24 @@ func Owner[U any](p Pool[U], owners []pins.Owner, client uint64) (upstream, owne
 	return best, bestOwner, RouteOwner
 }
 
+// Departed returns the index in owners of a pin made for the same client
+// (hash) that names none of p's upstreams, or -1. Call it when Owner says
+// RouteUnknown: such a pin is most likely the session's own, its owner
+// just removed from the pool by a reload. Caddy runs the new configuration
+// before it cleans up the old one, and only that clean-up turns the
+// removed upstream's pins into tombstones; in between, the session's
+// requests must still fail rather than reach a node that never knew it.
+// (Another pool whose server minted the same sid for the same client
+// address is the price: its session's requests here would fail too.)
+func Departed(owners []pins.Owner, client uint64) int {
+	for i, o := range owners {
+		if !o.Gone && o.Client == client {
+			return i
+		}
+	}
+	return -1
+}
+
 func (p Pool[U]) index(dial string) int {
 	for i, u := range p.Upstreams {
 		if p.Dial(u) == dial {

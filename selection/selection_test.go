@@ -462,3 +462,32 @@ func TestOwnerTombstones(t *testing.T) {
 		})
 	}
 }
+
+func TestDeparted(t *testing.T) {
+	s := pins.New()
+	s.Pin(testSID, "old:3000", 7)
+	s.Pin(testSID, "other:3000", 8)
+	s.DropDial(testSID, "other:3000")
+	owners := s.Lookup(testSID, nil)
+	tests := []struct {
+		name   string
+		client uint64
+		want   string
+	}{
+		{"ok/same client", 7, "old:3000"},
+		{"ok/another client", 9, ""},
+		{"ok/tombstones do not count", 8, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			i := Departed(owners, tt.client)
+			got := ""
+			if i >= 0 {
+				got = owners[i].Dial
+			}
+			if got != tt.want {
+				t.Fatalf("Departed(client %d) = %q, want %q", tt.client, got, tt.want)
+			}
+		})
+	}
+}
