@@ -9,6 +9,9 @@
 #   make build     Caddy with this plugin, built by xcaddy into bin/caddy
 #   make example   the example cluster: 3 socket.io nodes behind Caddy, and clients
 #                  (examples/cluster/run.sh)
+#   make soak      bounded soak: SOAK_SESSIONS clients (default 500) for SOAK_SECONDS
+#                  (default 120) through Caddy, with a reload and a node restart
+#                  (bench/soak.sh; results in bench/results/)
 #   make clean     remove bin/
 
 SHELL := bash
@@ -20,7 +23,7 @@ FUZZTIME ?= 10s
 # staticcheck v0.7.0 and v0.8.2 both run on Go 1.26 here; pinned for repeatable lint
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: help test lint fuzz build example clean node_modules test-deps
+.PHONY: help test lint fuzz build example soak clean node_modules test-deps
 
 help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
@@ -44,7 +47,7 @@ lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	@echo "bash -n / node --check (scripts)"; \
-	for f in scripts/*.sh examples/cluster/run.sh .ci/run; do bash -n "$$f"; done; \
+	for f in scripts/*.sh examples/cluster/run.sh bench/*.sh .ci/run; do bash -n "$$f"; done; \
 	for f in examples/cluster/*.js caddytest/testdata/*.js; do node --check "$$f"; done
 
 fuzz:
@@ -55,6 +58,11 @@ build:
 
 example:
 	@examples/cluster/run.sh
+
+SOAK_SECONDS ?= 120
+SOAK_SESSIONS ?= 500
+soak:
+	@SOAK_SECONDS='$(SOAK_SECONDS)' SOAK_SESSIONS='$(SOAK_SESSIONS)' bench/soak.sh
 
 clean:
 	rm -rf bin
