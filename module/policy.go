@@ -127,6 +127,11 @@ func (s *SocketIOSelection) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// longPoll is how long below which unhealthy_latency would count healthy
+// Engine.IO long-polls as failures: engine.io's default pingInterval of
+// 25 s plus a margin.
+const longPoll = 30 * time.Second
+
 // enclosingProxy returns the nearest reverse_proxy handler above this
 // policy (it may also be the fallback of another policy), whose static
 // upstreams and health checks are already decoded while its modules are
@@ -149,7 +154,14 @@ func (s *SocketIOSelection) checkHealthChecks(proxy *reverseproxy.Handler) {
 	if proxy.HealthChecks == nil || proxy.HealthChecks.Passive == nil {
 		return
 	}
-	for _, status := range proxy.HealthChecks.Passive.UnhealthyStatus {
+	passive := proxy.HealthChecks.Passive
+	if latency := time.Duration(passive.UnhealthyLatency); latency > 0 && latency < longPoll {
+		// a long-poll is held open by the server until it has something
+		// to send or its pingInterval (25 s by default) runs out
+		s.logger.Warn("passive health checks count slow answers as failures, but Engine.IO long-polls are held open up to the servers' pingInterval (25s by default): raise unhealthy_latency above it or remove it",
+			zap.Duration("unhealthy_latency", latency))
+	}
+	for _, status := range passive.UnhealthyStatus {
 		if caddyhttp.StatusCodeMatches(http.StatusBadRequest, status) {
 			s.logger.Warn("passive health checks count 400 answers as failures; engine.io answers 400 \"Session ID unknown\" to stale sessions, which is not a node failure: remove 400 and 4xx from unhealthy_status",
 				zap.Int("unhealthy_status", status))

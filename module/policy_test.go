@@ -2,8 +2,14 @@ package module
 
 import (
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
@@ -69,4 +75,38 @@ func TestSelect(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestHealthCheckWarnings(t *testing.T) {
+	tests := []struct {
+		name    string
+		passive *reverseproxy.PassiveHealthChecks
+		want    string // part of the warning, "" for none
+	}{
+		{"ok/no passive checks", nil, ""},
+		{"ok/recommended", &reverseproxy.PassiveHealthChecks{FailDuration: caddy.Duration(10 * time.Second), MaxFails: 1}, ""},
+		{"ok/5xx", &reverseproxy.PassiveHealthChecks{UnhealthyStatus: []int{5}}, ""},
+		{"fail/400", &reverseproxy.PassiveHealthChecks{UnhealthyStatus: []int{502, 400}}, "count 400 answers as failures"},
+		{"fail/4xx", &reverseproxy.PassiveHealthChecks{UnhealthyStatus: []int{4}}, "count 400 answers as failures"},
+		{"fail/latency under a long-poll", &reverseproxy.PassiveHealthChecks{UnhealthyLatency: caddy.Duration(5 * time.Second)}, "long-polls are held open"},
+		{"ok/latency above a long-poll", &reverseproxy.PassiveHealthChecks{UnhealthyLatency: caddy.Duration(time.Minute)}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			core, logs := observer.New(zap.WarnLevel)
+			s := &SocketIOSelection{logger: zap.New(core)}
+			proxy := &reverseproxy.Handler{}
+			if tt.passive != nil {
+				proxy.HealthChecks = &reverseproxy.HealthChecks{Passive: tt.passive}
+			}
+			s.checkHealthChecks(proxy)
+			got := ""
+			for _, e := range logs.All() {
+				got += e.Message
+			}
+			if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
+				t.Fatalf("warnings %q, want one containing %q", got, tt.want)
+			}
+		})
+	}
 }
