@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -25,169 +24,12 @@ import (
 )
 
 // This file holds what the reliability tests need beyond the shared
-// harness: a sio-clients.js run that keeps the per-client records, the
-// admin API calls that change the pool and read the upstreams' health,
+// harness: the admin API calls that change the pool and read the upstreams' health,
 // SIGKILL for a node, and two raw Engine.IO clients written in Go: a
 // polling one whose every request may come from another source address,
 // and a websocket-only one that reports how its connection was closed.
 // Names start with rel so that they cannot collide with other files of
 // the package.
-
-// relClient is one client's compact record in sio-clients.js's result.
-type relClient struct {
-	Node         string   `json:"node"`
-	LastNode     string   `json:"lastNode"` // only when it differs from Node
-	LocalAddress string   `json:"localAddress"`
-	Reconnects   int      `json:"reconnects"`
-	Alive        *bool    `json:"alive"` // false only for a connected client that was not alive at the end
-	Error        string   `json:"error"`
-	Transport    string   `json:"transport"`
-	Upgraded     bool     `json:"upgraded"`
-	Disconnects  []string `json:"disconnects"`
-}
-
-// FinalNode is the node that served the client last.
-func (c relClient) FinalNode() string {
-	if c.LastNode != "" {
-		return c.LastNode
-	}
-	return c.Node
-}
-
-// relResult is sio-clients.js's result with the fields clientResult
-// leaves out.
-type relResult struct {
-	clientResult
-	Reconnects        int            `json:"reconnects"`
-	ReconnectAttempts int            `json:"reconnectAttempts"`
-	PerNodeAtEnd      map[string]int `json:"perNodeAtEnd"`
-	EchoErrors        map[string]int `json:"echoErrors"`
-	EchoSkipped       int            `json:"echoSkipped"`
-	ConnectPhaseMs    int            `json:"connectPhaseMs"`
-	DurationMs        int            `json:"durationMs"`
-	Clients           []relClient    `json:"clients"`
-}
-
-// relClientRun is a running sio-clients.js whose result keeps every
-// client's record.
-type relClientRun struct {
-	t       testing.TB
-	cmd     *exec.Cmd
-	ready   chan relReady
-	result  chan relResult
-	errs    chan error
-	readyAt time.Time
-}
-
-type relReady struct {
-	Connected int `json:"connected"`
-	Failed    int `json:"failed"`
-}
-
-// startRelClients starts sio-clients.js against the test Caddy.
-func startRelClients(t testing.TB, flags ...string) *relClientRun {
-	t.Helper()
-	args := append([]string{filepath.Join(repoRoot(t), "caddytest", "testdata", "sio-clients.js"), "--url", "http://" + siteAddr}, flags...)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	cmd := exec.CommandContext(ctx, "node", args...)
-	cmd.Stderr = &prefixWriter{t: t, prefix: "clients: "}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatalf("starting clients: %v", err)
-	}
-	run := &relClientRun{t: t, cmd: cmd, ready: make(chan relReady, 1), result: make(chan relResult, 1), errs: make(chan error, 1)}
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		defer cancel()
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 0, 1<<20), 64<<20)
-		var got bool
-		for sc.Scan() {
-			line := sc.Bytes()
-			var ev struct {
-				Event string `json:"event"`
-			}
-			if json.Unmarshal(line, &ev) != nil {
-				continue
-			}
-			switch ev.Event {
-			case "ready":
-				var r relReady
-				_ = json.Unmarshal(line, &r)
-				select {
-				case run.ready <- r:
-				default:
-				}
-			case "result":
-				var res relResult
-				if err := json.Unmarshal(line, &res); err != nil {
-					run.fail(fmt.Errorf("decoding result: %v", err))
-					continue
-				}
-				got = true
-				run.result <- res
-			case "watchdog":
-				run.fail(fmt.Errorf("sio-clients watchdog fired: %s", line))
-			}
-		}
-		err := cmd.Wait()
-		if !got {
-			run.fail(fmt.Errorf("clients ended without a result: %v", err))
-		}
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-		default:
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
-	return run
-}
-
-// fail reports the run's first error; later ones are dropped.
-func (c *relClientRun) fail(err error) {
-	select {
-	case c.errs <- err:
-	default:
-	}
-}
-
-// Ready waits for the end of the connect phase.
-func (c *relClientRun) Ready(timeout time.Duration) relReady {
-	c.t.Helper()
-	select {
-	case r := <-c.ready:
-		c.readyAt = time.Now()
-		return r
-	case err := <-c.errs:
-		c.t.Fatal(err)
-	case <-time.After(timeout):
-		c.t.Fatalf("clients not ready within %s", timeout)
-	}
-	return relReady{}
-}
-
-// Result waits for the run's summary.
-func (c *relClientRun) Result(timeout time.Duration) relResult {
-	c.t.Helper()
-	select {
-	case res := <-c.result:
-		return res
-	case err := <-c.errs:
-		c.t.Fatal(err)
-	case <-time.After(timeout):
-		c.t.Fatalf("clients did not finish within %s", timeout)
-	}
-	return relResult{}
-}
 
 // relKill kills the node with SIGKILL (no close packets, no FIN from an
 // orderly shutdown: the sockets die with the process) and waits for it.

@@ -22,12 +22,16 @@ import (
 // its queue; see the README's limits). A polling client whose request gets
 // no HTTP answer at all starts a new session; the clients reconnect, and
 // the test tells those resets apart from the plugin's own failures, which
-// would be HTTP answers: 400 from a wrong node, 503 from a lost owner.
+// would be HTTP answers (400 from a wrong node, 503 from a lost owner) or
+// a panic in Caddy's log. How many connections the handover resets grows
+// with the machine's load (none to a few when idle, up to 25 of 60 on two
+// busy cores), so their number is only bounded loosely.
 func TestReloadKeepsPollingSessions(t *testing.T) {
 	requireNode(t)
 	nodes := startCluster(t, 4, fastPing)
 	tester := caddytester.NewTester(t)
-	cfg := proxyConfig{Nodes: nodes[:3], Handler: true, Policy: "socketio"}
+	clog := newCaddyLog(t)
+	cfg := proxyConfig{Nodes: nodes[:3], Handler: true, Policy: "socketio", GlobalEx: clog.GlobalEx()}
 	loadConfig(t, tester, cfg.Caddyfile())
 
 	const clients = 60
@@ -62,7 +66,10 @@ func TestReloadKeepsPollingSessions(t *testing.T) {
 			t.Errorf("%d sessions dropped by an HTTP answer, not a connection reset: %q", n, detail)
 		}
 	}
-	if drops.Count > clients/10 {
+	// a reset could also be the plugin aborting a response: it never is
+	// without a panic in the log
+	checkNoPanic(t, clog, 0)
+	if drops.Count > clients/2 {
 		t.Errorf("%d of %d sessions dropped across two reloads: more than Caddy's listener handover explains", drops.Count, clients)
 	}
 	if res.AliveAtEnd != clients {
