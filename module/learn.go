@@ -76,6 +76,9 @@ type exchange struct {
 	// a POST's body, read whole before proxying
 	body    requestBody
 	bodyBuf *bytes.Buffer
+	// limits the read of body; a field so that io.LimitReader's
+	// allocation does not add to every polling POST
+	bodyLimit io.LimitedReader
 }
 
 // requestBody is a request body read into memory.
@@ -110,7 +113,8 @@ func (ex *exchange) readBody(limit int64) error {
 	buf := bodyBuffers.Get().(*bytes.Buffer)
 	buf.Reset()
 	ex.bodyBuf = buf
-	n, err := io.Copy(buf, io.LimitReader(r.Body, limit+1))
+	ex.bodyLimit = io.LimitedReader{R: r.Body, N: limit + 1}
+	n, err := io.Copy(buf, &ex.bodyLimit)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errBodyRead, err)
 	}

@@ -72,7 +72,7 @@ type SocketIOSelection struct {
 
 	// The most pins kept at once. When a new session would exceed it, the
 	// pin idle the longest is evicted (its session then falls back to
-	// client-IP hashing). Each pin costs about 130 bytes.
+	// client-IP hashing). Each pin costs about 145 bytes.
 	// Default: 1000000.
 	MaxSessions int `json:"max_sessions,omitempty"`
 

@@ -98,7 +98,7 @@ func ParseQuery(raw string) (Query, error) {
 		var pair string
 		pair, raw, _ = strings.Cut(raw, "&")
 		key, val, _ := strings.Cut(pair, "=")
-		if strings.ContainsAny(key, "%+") {
+		if needsUnescape(key) {
 			// servers decode keys too: "%73id" is a sid to Node, Go and
 			// Python alike, so it must be one here
 			if k, err := url.QueryUnescape(key); err == nil {
@@ -121,7 +121,7 @@ func ParseQuery(raw string) (Query, error) {
 				return Query{}, ErrRepeatedParam
 			}
 			seenTransport = true
-			if strings.ContainsAny(val, "%+") {
+			if needsUnescape(val) {
 				// engine.io decodes values as it does keys
 				if v, err := url.QueryUnescape(val); err == nil {
 					val = v
@@ -155,7 +155,7 @@ func ClaimsEngineIO(raw string) bool {
 		var pair string
 		pair, raw, _ = strings.Cut(raw, "&")
 		key, _, _ := strings.Cut(pair, "=")
-		if strings.ContainsAny(key, "%+") {
+		if needsUnescape(key) {
 			if k, err := url.QueryUnescape(key); err == nil {
 				key = k
 			}
@@ -168,6 +168,18 @@ func ClaimsEngineIO(raw string) bool {
 		}
 	}
 	return eio && transport
+}
+
+// needsUnescape reports whether s holds a percent-escape or a '+'.
+// strings.ContainsAny builds a lookup table on every call, which costs
+// more than scanning a query parameter.
+func needsUnescape(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '%' || c == '+' {
+			return true
+		}
+	}
+	return false
 }
 
 func parseEIO(s string) (int, bool) {
@@ -208,7 +220,7 @@ func decodeSID(raw string) (string, error) {
 		return "", ErrSIDTooLong
 	}
 	sid := raw
-	if strings.ContainsAny(raw, "%+") {
+	if needsUnescape(raw) {
 		decoded, err := url.QueryUnescape(raw)
 		if err != nil {
 			return "", ErrSIDInvalid

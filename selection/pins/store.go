@@ -18,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -48,20 +49,27 @@ type Store struct {
 	ttl      atomic.Uint32 // seconds
 	capacity atomic.Int64
 
-	// now is the clock; tests replace it.
-	now   func() time.Time
-	epoch time.Time
+	// elapsed reads the clock: the time since the store was made. Tests
+	// replace the clock; the real one reads only the monotonic clock
+	// (time.Since), half the cost of time.Now, on every lookup.
+	elapsed func() time.Duration
 
 	stats counters
 }
 
-// shard is one stripe of the sid index, padded so that two shards never
-// share a cache line.
+// shard is one stripe of the sid index, padded to a cache line so that
+// readers of neighbouring shards do not slow each other down.
 type shard struct {
+	shardData
+	_ [cacheLine - unsafe.Sizeof(shardData{})%cacheLine]byte
+}
+
+type shardData struct {
 	mu sync.RWMutex
 	m  map[string]*entry
-	_  [40]byte
 }
+
+const cacheLine = 64
 
 // entry is one (sid, owner) pin. Its size is what a session costs: keep it
 // at 64 bytes.
@@ -74,11 +82,13 @@ type entry struct {
 	// queued is the value touched had when the entry was last put at the
 	// head of the LRU list; guarded by Store.writer.
 	queued uint32
+	// gone marks a tombstone: the session ended on its owner. It sits
+	// here, in the padding after the three uint32s, so that the entry
+	// is 64 bytes (72 after client would take the 80-byte size class).
+	gone atomic.Bool
 	// client is a hash of the client address that made the handshake; it
 	// tells colliding owners of one sid apart.
-	client uint64
-	// gone marks a tombstone: the session ended on its owner
-	gone       atomic.Bool
+	client     uint64
 	prev, next *entry // LRU list, guarded by Store.writer
 	sibling    *entry // another owner of the same sid, guarded by the shard
 }
@@ -116,17 +126,19 @@ const (
 
 // New returns an empty store with the default limits.
 func New() *Store {
-	return newWithClock(time.Now)
+	epoch := time.Now()
+	return newWithClock(func() time.Duration { return time.Since(epoch) })
 }
 
 // NewWithClock returns an empty store that reads the time from now; it is
 // for tests that move time forward without sleeping.
 func NewWithClock(now func() time.Time) *Store {
-	return newWithClock(now)
+	epoch := now()
+	return newWithClock(func() time.Duration { return now().Sub(epoch) })
 }
 
-func newWithClock(now func() time.Time) *Store {
-	s := &Store{now: now, epoch: now()}
+func newWithClock(elapsed func() time.Duration) *Store {
+	s := &Store{elapsed: elapsed}
 	for i := range s.shards {
 		s.shards[i].m = make(map[string]*entry)
 	}
@@ -149,7 +161,7 @@ func (s *Store) Configure(ttl time.Duration, capacity int) {
 // clock returns seconds since the store's epoch; one second is the
 // resolution of every TTL.
 func (s *Store) clock() uint32 {
-	return uint32(s.now().Sub(s.epoch) / time.Second)
+	return uint32(s.elapsed() / time.Second)
 }
 
 func (s *Store) shardFor(sid string) *shard {
@@ -157,8 +169,14 @@ func (s *Store) shardFor(sid string) *shard {
 }
 
 // expired reports whether e has outlived the TTL at clock reading now.
+// A concurrent request may have touched e after now was read, so touched
+// can be ahead of now: that pin is fresh (now-touched would wrap).
 func (s *Store) expired(e *entry, now uint32) bool {
-	return now-e.touched.Load() > s.ttl.Load()
+	return isExpired(now, e.touched.Load(), s.ttl.Load())
+}
+
+func isExpired(now, touched, ttl uint32) bool {
+	return now > touched && now-touched > ttl
 }
 
 // gone reports whether e is a tombstone: its session ended on the owner,
@@ -176,7 +194,10 @@ type Owner struct {
 	// Gone is true for a tombstone: the session ended on its owner, and
 	// its requests must fail rather than reach another upstream.
 	Gone bool
-	e    *entry
+	// now is the clock reading of the Lookup that returned this owner,
+	// so that Touch does not read the clock again
+	now uint32
+	e   *entry
 }
 
 // Lookup appends the unexpired pins of sid, newest first, to dst and
@@ -189,7 +210,7 @@ func (s *Store) Lookup(sid string, dst []Owner) []Owner {
 	sh.mu.RLock()
 	for e := sh.m[sid]; e != nil; e = e.sibling {
 		if !s.expired(e, now) {
-			dst = append(dst, Owner{Dial: s.dials.name(e.dial), Client: e.client, Gone: s.gone(e), e: e})
+			dst = append(dst, Owner{Dial: s.dials.name(e.dial), Client: e.client, Gone: s.gone(e), e: e, now: now})
 		}
 	}
 	sh.mu.RUnlock()
@@ -202,11 +223,12 @@ func (s *Store) Touch(o Owner) {
 	if o.e == nil || o.Gone {
 		return
 	}
-	now := s.clock()
 	// skip the store when it would not change, so that the requests of a
-	// busy session do not keep writing to the same cache line
-	if o.e.touched.Load() != now {
-		o.e.touched.Store(now)
+	// busy session do not keep writing to the same cache line; and never
+	// move touched back (a concurrent request may have read the clock
+	// later)
+	if o.e.touched.Load() < o.now {
+		o.e.touched.Store(o.now)
 	}
 }
 
@@ -338,7 +360,7 @@ func (s *Store) Sweep(limit int) int {
 	for e := s.tail; e != nil && (limit <= 0 || removed < limit); e = s.tail {
 		touched := e.touched.Load()
 		switch {
-		case now-touched > ttl:
+		case isExpired(now, touched, ttl):
 			s.remove(e)
 			s.stats.expired.Add(1)
 		case touched != e.queued:

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // clock is a settable time source for stores under test.
@@ -401,5 +402,16 @@ func TestLookupDoesNotAllocate(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("Lookup+Touch allocates %v times", allocs)
+	}
+}
+
+// TestLayout keeps a pin to one 64-byte allocation (the memory per pin in
+// BENCHMARKS.md depends on it) and a shard to one cache line.
+func TestLayout(t *testing.T) {
+	if n := unsafe.Sizeof(entry{}); n != 64 {
+		t.Errorf("entry is %d bytes, want 64", n)
+	}
+	if n := unsafe.Sizeof(shard{}); n%cacheLine != 0 {
+		t.Errorf("shard is %d bytes, not a multiple of a cache line", n)
 	}
 }
