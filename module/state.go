@@ -19,10 +19,14 @@ var sessions = caddy.NewUsagePool()
 
 const sessionsKey = "socketio.pins"
 
-// sweepInterval is how often expired pins are removed. Expired pins never
-// route a request (Lookup checks the TTL), so this only bounds how long
-// they hold memory.
-const sweepInterval = 5 * time.Second
+// tickInterval is how often the store's clock advances (see
+// pins.Store.Tick): the resolution of every TTL.
+const tickInterval = time.Second
+
+// sweepTicks is how many ticks pass between two sweeps of expired pins.
+// Expired pins never route a request (Lookup checks the TTL), so this only
+// bounds how long they hold memory.
+const sweepTicks = 5
 
 // sharedSessions is the value kept in the sessions pool.
 type sharedSessions struct {
@@ -52,6 +56,7 @@ func acquireSessions() *sharedSessions {
 			stop:   make(chan struct{}),
 			done:   make(chan struct{}),
 		}
+		st.store.Tick()
 		go st.sweep()
 		return st, nil
 	})
@@ -92,18 +97,23 @@ func (st *sharedSessions) applyLocked() {
 	st.store.Configure(ttl, capacity)
 }
 
-// sweep removes expired pins until the store is destroyed, in batches so
-// that handshakes never wait long for the store's writer lock.
+// sweep advances the store's clock and removes expired pins until the
+// store is destroyed, in batches so that handshakes never wait long for
+// the store's writer lock.
 func (st *sharedSessions) sweep() {
 	defer close(st.done)
 	const batch = 4096
-	ticker := time.NewTicker(sweepInterval)
+	ticker := time.NewTicker(tickInterval)
 	defer ticker.Stop()
-	for {
+	for ticks := 1; ; ticks++ {
 		select {
 		case <-st.stop:
 			return
 		case <-ticker.C:
+			st.store.Tick()
+			if ticks%sweepTicks != 0 {
+				continue
+			}
 			for st.store.Sweep(batch) == batch {
 				select {
 				case <-st.stop:

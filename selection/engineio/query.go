@@ -219,13 +219,26 @@ func decodeSID(raw string) (string, error) {
 	if len(raw) > 3*MaxSIDLength {
 		return "", ErrSIDTooLong
 	}
-	sid := raw
-	if needsUnescape(raw) {
-		decoded, err := url.QueryUnescape(raw)
-		if err != nil {
+	// the usual sid needs no decoding: validate it in the same pass that
+	// looks for escapes
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case c == '%' || c == '+':
+			return decodeEscapedSID(raw)
+		case c <= ' ' || c >= 0x7f:
 			return "", ErrSIDInvalid
 		}
-		sid = decoded
+	}
+	if len(raw) > MaxSIDLength {
+		return "", ErrSIDTooLong
+	}
+	return raw, nil
+}
+
+func decodeEscapedSID(raw string) (string, error) {
+	sid, err := url.QueryUnescape(raw)
+	if err != nil {
+		return "", ErrSIDInvalid
 	}
 	if len(sid) > MaxSIDLength {
 		return "", ErrSIDTooLong

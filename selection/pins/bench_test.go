@@ -81,6 +81,7 @@ func filled(b *testing.B, n int) *filledStore {
 	sids := benchSIDs(n) // before the first reading: they are not the store's
 	before := heapAfterGC()
 	s := New()
+	s.Tick() // as the module runs it: operations read the last tick
 	s.Configure(benchTTL, n)
 	for i, sid := range sids {
 		if r := s.Pin(sid, benchDials[i%len(benchDials)], uint64(i)); r != Pinned {
@@ -281,6 +282,7 @@ func fullStore(b *testing.B, n int) *Store {
 		return s
 	}
 	s := New()
+	s.Tick() // as the module runs it: operations read the last tick
 	s.Configure(benchTTL, n)
 	for i, sid := range benchSIDs(n) {
 		if r := s.Pin(sid, benchDials[i%len(benchDials)], uint64(i)); r != Pinned {

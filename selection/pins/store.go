@@ -51,8 +51,12 @@ type Store struct {
 
 	// elapsed reads the clock: the time since the store was made. Tests
 	// replace the clock; the real one reads only the monotonic clock
-	// (time.Since), half the cost of time.Now, on every lookup.
+	// (time.Since), half the cost of time.Now.
 	elapsed func() time.Duration
+	// ticked is elapsed in seconds as of the last Tick; once ticking is
+	// set, every operation reads it instead of the clock.
+	ticked  atomic.Uint32
+	ticking atomic.Bool
 
 	stats counters
 }
@@ -161,7 +165,32 @@ func (s *Store) Configure(ttl time.Duration, capacity int) {
 // clock returns seconds since the store's epoch; one second is the
 // resolution of every TTL.
 func (s *Store) clock() uint32 {
+	if s.ticking.Load() {
+		return s.ticked.Load()
+	}
+	return s.read()
+}
+
+func (s *Store) read() uint32 {
 	return uint32(s.elapsed() / time.Second)
+}
+
+// Tick reads the clock for the store's operations. Once a store has been
+// ticked, lookups, pins and sweeps use the reading of the last Tick
+// instead of reading the clock themselves (an atomic load instead of a
+// clock read on every request), so its owner must keep calling Tick,
+// about once a second. The reading is then up to one tick old: TTLs are
+// whole seconds anyway, and a store whose ticks stop keeps its pins
+// longer, never shorter.
+func (s *Store) Tick() {
+	now := s.read()
+	for {
+		old := s.ticked.Load()
+		if now <= old || s.ticked.CompareAndSwap(old, now) {
+			break
+		}
+	}
+	s.ticking.Store(true)
 }
 
 func (s *Store) shardFor(sid string) *shard {

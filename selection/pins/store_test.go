@@ -140,6 +140,39 @@ func TestExpiry(t *testing.T) {
 	})
 }
 
+// TestTick: a ticked store reads the time of its last Tick, so a pin
+// lives until a Tick shows it idle past the TTL, never shorter.
+func TestTick(t *testing.T) {
+	s, c := newTestStore(t, 10*time.Second, 100)
+	s.Tick()
+	s.Pin("x", "a:1", 0)
+	c.advance(30 * time.Second)
+	if got := lookup(s, "x"); len(got) != 1 {
+		t.Fatal("pin expired without a Tick: the store read the clock")
+	}
+	if n := s.Sweep(0); n != 0 {
+		t.Fatalf("Sweep removed %d pins without a Tick", n)
+	}
+	s.Tick()
+	if got := lookup(s, "x"); len(got) != 0 {
+		t.Fatalf("pin still routes after a Tick 30s past its pinning (TTL 10s): %v", got)
+	}
+
+	// pins and touches use the ticked reading too: a pin made now lives
+	// a full TTL counted from the last Tick
+	s.Pin("y", "a:1", 0)
+	c.advance(10 * time.Second)
+	s.Tick()
+	if got := lookup(s, "y"); len(got) != 1 {
+		t.Fatal("pin expired at exactly its TTL after ticks")
+	}
+	c.advance(time.Second)
+	s.Tick()
+	if got := lookup(s, "y"); len(got) != 0 {
+		t.Fatal("pin alive one ticked second past its TTL")
+	}
+}
+
 func TestSweepLimitAndRequeue(t *testing.T) {
 	s, c := newTestStore(t, 10*time.Second, 1000)
 	for i := 0; i < 100; i++ {
