@@ -484,12 +484,21 @@ func TestHandlerReadsPostBodies(t *testing.T) {
 		r := newRequest(http.MethodPost, target, "10.0.0.1")
 		r.Body = io.NopCloser(strings.NewReader(`42["chat","hello"]`))
 		r.ContentLength = -1 // chunked
-		var got []byte
+		var got, replayed []byte
 		var gotLen int64
 		next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 			policy.Select(pool, r, w)
 			gotLen = r.ContentLength
 			got, _ = io.ReadAll(r.Body)
+			// Go's transport replays a POST through GetBody when a
+			// kept-alive connection closed under it
+			if r.GetBody == nil {
+				t.Error("no GetBody: the transport cannot retry the POST")
+			} else if body, err := r.GetBody(); err != nil {
+				t.Errorf("GetBody: %v", err)
+			} else {
+				replayed, _ = io.ReadAll(body)
+			}
 			w.WriteHeader(200)
 			_, err := w.Write([]byte("ok"))
 			return err
@@ -499,6 +508,9 @@ func TestHandlerReadsPostBodies(t *testing.T) {
 		}
 		if string(got) != `42["chat","hello"]` || gotLen != int64(len(got)) {
 			t.Fatalf("backend got %q with ContentLength %d", got, gotLen)
+		}
+		if string(replayed) != string(got) {
+			t.Fatalf("GetBody replayed %q, want %q", replayed, got)
 		}
 	})
 	tests := []struct {

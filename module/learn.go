@@ -75,7 +75,7 @@ type exchange struct {
 
 	// a POST's body, read whole before proxying
 	body    requestBody
-	bodyBuf *bytes.Buffer
+	bodyBuf *pooledBody
 	// limits the read of body; a field so that io.LimitReader's
 	// allocation does not add to every polling POST
 	bodyLimit io.LimitedReader
@@ -87,8 +87,21 @@ type requestBody struct{ bytes.Reader }
 // Close implements io.Closer.
 func (*requestBody) Close() error { return nil }
 
+// pooledBody is a POST body's buffer, recycled across requests, with the
+// request's GetBody made once per buffer rather than once per POST.
+type pooledBody struct {
+	bytes.Buffer
+	getBody func() (io.ReadCloser, error)
+}
+
 // bodyBuffers recycles the buffers of POST bodies; most are a few bytes.
-var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+var bodyBuffers = sync.Pool{New: func() any {
+	b := new(pooledBody)
+	b.getBody = func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(b.Bytes())), nil
+	}
+	return b
+}}
 
 // maxPooledBody bounds the buffers kept for reuse, so that one large POST
 // does not pin its buffer in the pool.
@@ -110,11 +123,11 @@ func (ex *exchange) readBody(limit int64) error {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil
 	}
-	buf := bodyBuffers.Get().(*bytes.Buffer)
+	buf := bodyBuffers.Get().(*pooledBody)
 	buf.Reset()
 	ex.bodyBuf = buf
 	ex.bodyLimit = io.LimitedReader{R: r.Body, N: limit + 1}
-	n, err := io.Copy(buf, &ex.bodyLimit)
+	n, err := io.Copy(&buf.Buffer, &ex.bodyLimit)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errBodyRead, err)
 	}
@@ -128,11 +141,9 @@ func (ex *exchange) readBody(limit int64) error {
 	// with GetBody, Go's transport may resend the POST on a fresh
 	// connection when the kept-alive one it picked was closed by the
 	// node at that moment (Node's keepAliveTimeout is 5 s), which it
-	// never does for a body it cannot replay
-	body := buf.Bytes()
-	r.GetBody = func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(body)), nil
-	}
+	// never does for a body it cannot replay (the buffer is not reused
+	// before the request is done, so neither is its GetBody)
+	r.GetBody = buf.getBody
 	return nil
 }
 
