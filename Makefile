@@ -12,6 +12,12 @@
 #   make soak      bounded soak: SOAK_SESSIONS clients (default 500) for SOAK_SECONDS
 #                  (default 120) through Caddy, with a reload and a node restart
 #                  (bench/soak.sh; results in bench/results/)
+#   make bench     Go benchmarks against Caddy's own policies, with benchstat
+#                  (bench/go-bench.sh; results in bench/results/)
+#   make e2e       end-to-end benchmark: stock Caddy vs Caddy + plugin vs nginx,
+#                  3 rounds (bench/e2e.sh; results in bench/results/)
+#   make scale     10,000 websocket + 2,000 polling sessions through one Caddy
+#                  (bench/scale.sh; results in bench/results/)
 #   make clean     remove bin/
 
 SHELL := bash
@@ -23,7 +29,7 @@ FUZZTIME ?= 10s
 # staticcheck v0.7.0 and v0.8.2 both run on Go 1.26 here; pinned for repeatable lint
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: help test lint fuzz build example soak clean node_modules test-deps
+.PHONY: help test lint fuzz build example soak bench e2e scale clean node_modules test-deps
 
 help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
@@ -48,7 +54,7 @@ lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	@echo "bash -n / node --check (scripts)"; \
 	for f in scripts/*.sh examples/cluster/run.sh bench/*.sh .ci/run; do bash -n "$$f"; done; \
-	for f in examples/cluster/*.js caddytest/testdata/*.js; do node --check "$$f"; done
+	for f in examples/cluster/*.js caddytest/testdata/*.js bench/*.js; do node --check "$$f"; done
 
 fuzz:
 	@FUZZTIME='$(FUZZTIME)' scripts/fuzz.sh
@@ -63,6 +69,15 @@ SOAK_SECONDS ?= 120
 SOAK_SESSIONS ?= 500
 soak:
 	@SOAK_SECONDS='$(SOAK_SECONDS)' SOAK_SESSIONS='$(SOAK_SESSIONS)' bench/soak.sh
+
+bench:
+	@bench/go-bench.sh
+
+e2e:
+	@bench/e2e.sh
+
+scale:
+	@bench/scale.sh
 
 clean:
 	rm -rf bin
