@@ -3,6 +3,7 @@ package caddytest
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	caddytester "github.com/caddyserver/caddy/v2/caddytest"
 )
@@ -44,6 +45,7 @@ func TestClusterTransports(t *testing.T) {
 				flags = append(flags, "--expect-upgrade")
 			}
 			res := runClients(t, flags...)
+			settle(t, nodes, 5*time.Second)
 			after := statsOf(t, nodes)
 
 			if res.Connected != clients {
@@ -59,7 +61,7 @@ func TestClusterTransports(t *testing.T) {
 				t.Errorf("%d sessions dropped during the hold: %v", res.DisconnectsDuringHold.Count, res.DisconnectsDuringHold.Reasons)
 			}
 			if n := after.UnknownSID - before.UnknownSID; n != 0 {
-				t.Errorf("nodes answered %d requests with \"Session ID unknown\"", n)
+				t.Errorf("nodes answered %d requests with \"Session ID unknown\"; their recent errors:%s", n, after.recentErrors())
 			}
 			if n := after.Handshakes - before.Handshakes; n != clients {
 				t.Errorf("nodes saw %d handshakes for %d clients (reconnects?)", n, clients)

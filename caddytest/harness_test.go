@@ -273,6 +273,13 @@ type nodeStats struct {
 	ConnectionErrors struct {
 		Total  int            `json:"total"`
 		ByCode map[string]int `json:"byCode"`
+		// the last few errors, oldest first: which requests they were
+		Recent []struct {
+			Code          any    `json:"code"`
+			Method        string `json:"method"`
+			URL           string `json:"url"`
+			RemoteAddress string `json:"remoteAddress"`
+		} `json:"recent"`
 	} `json:"connectionErrors"`
 	Requests struct {
 		Total      int `json:"total"`
@@ -323,6 +330,43 @@ func statsOf(t testing.TB, nodes []*sioNode) clusterStats {
 		cs.CompressedHandshakes += s.CompressedHandshakes
 	}
 	return cs
+}
+
+// settle waits, up to limit, until no node holds an open session, and
+// then a moment longer. The last requests of a client's shutdown (its
+// disconnect and close packets, a poll cut short) reach the nodes after
+// the client process has exited: they belong to the run that made them,
+// not to the next one.
+func settle(t testing.TB, nodes []*sioNode, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		open := 0
+		for _, s := range statsOf(t, nodes).PerNode {
+			open += s.OpenSessions
+		}
+		if open == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Logf("settle: %d sessions still open after %v", open, limit)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+}
+
+// recentErrors describes the last connection errors each node recorded,
+// for failure messages: which requests a count of errors stands for.
+func (cs clusterStats) recentErrors() string {
+	var b strings.Builder
+	for name, s := range cs.PerNode {
+		for _, e := range s.ConnectionErrors.Recent {
+			fmt.Fprintf(&b, "\n\t%s: code %v, %s %s from %s", name, e.Code, e.Method, e.URL, e.RemoteAddress)
+		}
+	}
+	return b.String()
 }
 
 // clientResult is the summary sio-clients.js prints at the end.
