@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# bench/lib.sh: shell helpers of bench/e2e.sh and bench/scale.sh (sourced, not run).
+# bench/lib.sh: shell helpers of bench/e2e.sh, bench/scale.sh and bench/soak.sh
+# (sourced, not run).
 #
 # Process bookkeeping: every process a script starts goes through `start NAME LOG
 # CMD...`, which records its pid. `stop_proc` / `stop_named` stop one process by
@@ -8,7 +9,8 @@
 # clients first. Nothing is ever killed by name.
 #
 # The sourcing script sets LOGDIR (a fresh temporary directory) and SCRIPT_NAME
-# before calling anything here.
+# before calling anything here, and may set LOG_TAIL_LINES (default 10): how much
+# of each log lib_cleanup prints when the script fails.
 
 PIDS=()  # pids of the processes started and not reaped yet
 NAMES=() # their names, for messages
@@ -137,11 +139,11 @@ lib_cleanup() {
 		stop_proc "$i"
 	done
 	if [[ $status -ne 0 ]]; then
-		local f
-		for f in "$LOGDIR"/*.log; do
+		local f lines="${LOG_TAIL_LINES:-10}"
+		for f in "$LOGDIR"/*.log "$LOGDIR"/*.out; do
 			[[ -s "$f" ]] || continue
-			printf '\n--- %s (last 10 lines) ---\n' "${f##*/}" >&2
-			tail -n 10 "$f" | cut -c1-400 >&2
+			printf '\n--- %s (last %s lines) ---\n' "${f##*/}" "$lines" >&2
+			tail -n "$lines" "$f" | cut -c1-400 >&2
 		done
 	fi
 	if [[ "${KEEP_LOGS:-0}" == 1 || $status -ne 0 ]]; then

@@ -64,18 +64,10 @@ CONNECT_TIMEOUT_MS=10000
 CONCURRENCY=20
 RESTART_NODE=2 # node2
 
-say() { printf '\n==> %s\n' "$*" >&2; }
-note() { printf '    %s\n' "$*" >&2; }
-die() {
-	printf 'soak.sh: error: %s\n' "$*" >&2
-	exit 1
-}
-bad_setting() {
-	printf 'soak.sh: %s\n' "$*" >&2
-	exit 2
-}
+SCRIPT_NAME=soak.sh
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
-is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
 if ! is_uint "$SOAK_SECONDS" || ((SOAK_SECONDS < 20)); then
 	bad_setting "SOAK_SECONDS must be a number >= 20, got '$SOAK_SECONDS'"
 fi
@@ -101,108 +93,14 @@ n_websocket=$((SOAK_SESSIONS * 20 / 100))
 GROUPS_COUNT=($((SOAK_SESSIONS - n_polling - n_websocket)) "$n_polling" "$n_websocket")
 
 LOGDIR="$(mktemp -d "${TMPDIR:-/tmp}/caddy-socketio-soak.XXXXXX")"
-PIDS=()  # every process this script started and has not reaped yet, by pid
-NAMES=() # and what it is, for messages
-
-# now_ms: wall clock in milliseconds
-now_ms() {
-	local t="$EPOCHREALTIME"
-	echo $((${t%.*} * 1000 + 10#${t#*.} / 1000))
-}
 T_START="$(now_ms)"
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 elapsed() { printf '%6.1fs' "$(($(now_ms) - T_START))e-3"; }
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
-# stop_proc INDEX: SIGTERM the process PIDS[INDEX], wait up to 10 s, then SIGKILL;
-# reap it and forget it (so that its pid, once free, is never signalled again)
-stop_proc() {
-	local i="$1" pid="${PIDS[$1]}"
-	kill -TERM "$pid" 2>/dev/null || true
-	for _ in $(seq 1 100); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$pid" 2>/dev/null; then
-		echo "soak.sh: ${NAMES[$i]} (pid $pid) did not stop; killing it" >&2
-		kill -KILL "$pid" 2>/dev/null || true
-	fi
-	wait "$pid" 2>/dev/null || true
-	unset "PIDS[$i]" "NAMES[$i]"
-}
-
-# shellcheck disable=SC2317 # invoked by the EXIT trap
-cleanup() {
-	local status=$?
-	trap - EXIT INT TERM
-	local i
-	# the clients first, then Caddy, then the nodes
-	for i in "${!PIDS[@]}"; do
-		if [[ "${NAMES[$i]}" == clients-* ]]; then stop_proc "$i"; fi
-	done
-	for i in "${!PIDS[@]}"; do
-		if [[ "${NAMES[$i]}" == caddy ]]; then stop_proc "$i"; fi
-	done
-	for i in "${!PIDS[@]}"; do
-		stop_proc "$i"
-	done
-	if [[ $status -ne 0 ]]; then
-		local f
-		for f in "$LOGDIR"/*.log "$LOGDIR"/*.out; do
-			[[ -s "$f" ]] || continue
-			printf '\n--- %s (last 20 lines) ---\n' "${f##*/}" >&2
-			tail -n 20 "$f" | cut -c1-400 >&2
-		done
-	fi
-	if [[ "${KEEP_LOGS:-0}" == 1 || $status -ne 0 ]]; then
-		echo "soak.sh: logs kept in $LOGDIR" >&2
-	else
-		rm -rf "$LOGDIR"
-	fi
-	exit "$status"
-}
-trap cleanup EXIT
+LOG_TAIL_LINES=20
+trap lib_cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# start NAME LOGFILE CMD...: run CMD in the background, remember its pid
-start() {
-	local name="$1" log="$2"
-	shift 2
-	"$@" >"$log" 2>&1 </dev/null &
-	PIDS+=("$!")
-	NAMES+=("$name")
-}
-
-# index_of NAME: the index in PIDS of the live process named NAME
-index_of() {
-	local i
-	for i in "${!NAMES[@]}"; do
-		[[ "${NAMES[$i]}" == "$1" ]] && {
-			echo "$i"
-			return 0
-		}
-	done
-	return 1
-}
-
-port_in_use() {
-	timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
-}
-
-# wait_http NAME URL SECONDS: poll URL until it answers 2xx, failing early if the
-# process NAME is gone
-wait_http() {
-	local name="$1" url="$2" secs="$3" i pid
-	i="$(index_of "$name")" || die "$name is not running"
-	pid="${PIDS[$i]}"
-	for _ in $(seq 1 $((secs * 5))); do
-		curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
-		kill -0 "$pid" 2>/dev/null || die "$name exited during startup (see its log below)"
-		sleep 0.2
-	done
-	die "$name did not answer $url within $secs s"
-}
 
 start_node() {
 	local n="$1"
