@@ -1,6 +1,7 @@
 package caddytest
 
 import (
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	caddytester "github.com/caddyserver/caddy/v2/caddytest"
 )
@@ -61,4 +63,28 @@ func adaptIndented(t *testing.T, caddyfile string) string {
 		t.Fatal(err)
 	}
 	return b.String()
+}
+
+// TestCaddyfileExampleValidates is `caddy adapt --config Caddyfile.example
+// --validate` in process: the configuration the README recommends adapts
+// without warnings, and every module in it provisions.
+func TestCaddyfileExampleValidates(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "Caddyfile.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	adapted, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt(data, map[string]any{"filename": "Caddyfile.example"})
+	if err != nil {
+		t.Fatalf("adapting Caddyfile.example: %v", err)
+	}
+	for _, w := range warnings {
+		t.Errorf("adapting Caddyfile.example: warning: %s", w.String())
+	}
+	var cfg caddy.Config
+	if err := json.Unmarshal(adapted, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Validate(&cfg); err != nil {
+		t.Fatalf("Caddyfile.example does not validate: %v", err)
+	}
 }

@@ -87,6 +87,7 @@ func TestRoundRobinBreaksSessions(t *testing.T) {
 		loadConfig(t, tester, proxyConfig{Nodes: nodes, Policy: "round_robin"}.Caddyfile())
 		before := statsOf(t, nodes)
 		res := runClients(t, append(flags, "--local-address-range", "127.3.0.1-127.3.0.250")...)
+		settle(t, nodes, 5*time.Second)
 		after := statsOf(t, nodes)
 		unknown := after.UnknownSID - before.UnknownSID
 		t.Logf("round_robin: connected %d, upgraded %d of %d; \"Session ID unknown\" answers: %d; errors: %+v",
@@ -102,6 +103,7 @@ func TestRoundRobinBreaksSessions(t *testing.T) {
 		loadConfig(t, tester, proxyConfig{Nodes: nodes, Handler: true, Policy: "socketio"}.Caddyfile())
 		before := statsOf(t, nodes)
 		res := runClients(t, append(flags, "--local-address-range", "127.3.1.1-127.3.1.250")...)
+		settle(t, nodes, 5*time.Second)
 		after := statsOf(t, nodes)
 		if res.Connected != clients || res.Upgraded != clients {
 			t.Errorf("socketio: connected %d, upgraded %d of %d; errors: %+v %+v",
@@ -130,6 +132,7 @@ func TestOneSourceAddress(t *testing.T) {
 		before := statsOf(t, nodes)
 		res := runClients(t, "--count", fmt.Sprint(clients), "--expect-upgrade", "--local-address", addr,
 			"--connect-timeout-ms", "5000", "--hold-ms", "1500", "--echo-interval-ms", "500")
+		settle(t, nodes, 5*time.Second)
 		after := statsOf(t, nodes)
 		return res, after.UnknownSID - before.UnknownSID
 	}

@@ -3,6 +3,7 @@ package caddytest
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	caddytester "github.com/caddyserver/caddy/v2/caddytest"
 )
@@ -115,6 +116,7 @@ func TestDialects(t *testing.T) {
 						flags = append(flags, "--expect-upgrade")
 					}
 					res := runClients(t, flags...)
+					settle(t, nodes, 5*time.Second)
 					after := statsOf(t, nodes)
 					pinsAfter := pinsOf(t)
 

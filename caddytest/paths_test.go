@@ -2,6 +2,7 @@ package caddytest
 
 import (
 	"testing"
+	"time"
 
 	caddytester "github.com/caddyserver/caddy/v2/caddytest"
 )
@@ -47,6 +48,7 @@ func TestCustomPaths(t *testing.T) {
 					flags = append(flags, "--expect-upgrade")
 				}
 				res := runClients(t, flags...)
+				settle(t, nodes, 5*time.Second)
 				after := statsOf(t, nodes)
 				if res.Connected != clients || res.EchoFailed != 0 || (transports != "polling" && res.Upgraded != clients) {
 					t.Errorf("%s: connected %d, upgraded %d of %d, echo failures %d; errors %+v %+v",

@@ -122,6 +122,10 @@ for id in http.handlers.socketio http.reverse_proxy.selection_policies.socketio;
 	grep -qx "$id" <<<"$modules" || die "module $id is missing from $CADDY"
 done
 
+say "bin/caddy adapt --config Caddyfile.example --validate"
+"$CADDY" adapt --config "$CADDYFILE" --validate >/dev/null 2>"$LOGDIR/adapt.log" || { cat "$LOGDIR/adapt.log" >&2; die "$CADDYFILE does not validate"; }
+echo "valid"
+
 say "Checking that the ports are free"
 for port in "${NODE_PORTS[@]}" 8080 2019; do
 	if port_in_use "$port"; then
