@@ -23,6 +23,8 @@ const http = require("http");
 const https = require("https");
 const zlib = require("zlib");
 
+const { parseFlags } = require("./cli-flags");
+
 const FLAGS = {
   url: { type: "string", def: null, help: "server or proxy URL, e.g. http://127.0.0.1:9080 (required)" },
   path: { type: "string", def: "/socket.io/", help: "engine.io path" },
@@ -38,62 +40,16 @@ const FLAGS = {
   help: { type: "bool", def: false, help: "show this help" },
 };
 
-function usage(msg) {
-  if (msg) {
-    process.stderr.write(`eio-raw: ${msg} (run with --help for the flags)\n`);
-    process.exit(2);
-  }
-  const lines = ["usage: node eio-raw.js --url URL [flags]", ""];
-  for (const [name, f] of Object.entries(FLAGS)) {
-    const arg = f.type === "bool" ? "" : f.type === "int" ? " N" : " VALUE";
-    const def = f.def === null || f.def === false ? "" : ` (default ${f.def})`;
-    lines.push(`  --${name}${arg}\n      ${f.help}${def}`);
-  }
-  process.stderr.write(lines.join("\n") + "\n");
-  process.exit(0);
-}
-
 function parseArgs(argv) {
-  const out = {};
-  for (const [name, f] of Object.entries(FLAGS)) out[name] = f.def;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (!a.startsWith("--")) usage(`unexpected argument: ${a}`);
-    let name = a.slice(2);
-    let value;
-    const eq = name.indexOf("=");
-    if (eq >= 0) {
-      value = name.slice(eq + 1);
-      name = name.slice(0, eq);
-    }
-    const f = FLAGS[name];
-    if (!f) usage(`unknown flag: --${name}`);
-    if (f.type === "bool") {
-      if (value === undefined) value = "true";
-      if (value !== "true" && value !== "false") usage(`--${name} takes no value (or =true/=false)`);
-      out[name] = value === "true";
-      continue;
-    }
-    if (value === undefined) {
-      if (i + 1 >= argv.length) usage(`--${name} needs a value`);
-      value = argv[++i];
-    }
-    if (f.type === "int") {
-      if (!/^\d+$/.test(value)) usage(`--${name} needs a non-negative integer, got ${JSON.stringify(value)}`);
-      out[name] = Number(value);
-    } else {
-      out[name] = value;
-    }
-  }
-  if (out.help) usage();
+  const { args: out, usage } = parseFlags("eio-raw", FLAGS, argv);
   if (!out.url) usage("--url is required");
   if (out.eio !== "3" && out.eio !== "4") usage("--eio must be 3 or 4");
   if (out.preflights > 1000) usage("--preflights must be <= 1000");
   if (out["timeout-ms"] < 1) usage("--timeout-ms must be >= 1");
-  return out;
+  return { args: out, usage };
 }
 
-const args = parseArgs(process.argv.slice(2));
+const { args, usage } = parseArgs(process.argv.slice(2));
 let base;
 try {
   base = new URL(args.url);

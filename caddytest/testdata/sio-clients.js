@@ -18,6 +18,8 @@ const http = require("http");
 // ---------------------------------------------------------------------------
 // Command line
 // ---------------------------------------------------------------------------
+const { parseFlags } = require("./cli-flags");
+
 const FLAGS = {
   url: { type: "string", def: null, help: "server URL, e.g. http://127.0.0.1:9080 (required)" },
   count: { type: "int", def: 1, help: "number of clients" },
@@ -40,54 +42,8 @@ const FLAGS = {
   help: { type: "bool", def: false, help: "show this help" },
 };
 
-function usage(msg) {
-  if (msg) {
-    process.stderr.write(`sio-clients: ${msg} (run with --help for the flags)\n`);
-    process.exit(2);
-  }
-  const lines = ["usage: node sio-clients.js --url URL [flags]", ""];
-  for (const [name, f] of Object.entries(FLAGS)) {
-    const arg = f.type === "bool" ? "" : f.type === "int" ? " N" : " VALUE";
-    const def = f.def === null || f.def === false || name === "watchdog-ms" ? "" : ` (default ${f.def})`;
-    lines.push(`  --${name}${arg}\n      ${f.help}${def}`);
-  }
-  process.stderr.write(lines.join("\n") + "\n");
-  process.exit(0);
-}
-
 function parseArgs(argv) {
-  const out = {};
-  for (const [name, f] of Object.entries(FLAGS)) out[name] = f.def;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (!a.startsWith("--")) usage(`unexpected argument: ${a}`);
-    let name = a.slice(2);
-    let value;
-    const eq = name.indexOf("=");
-    if (eq >= 0) {
-      value = name.slice(eq + 1);
-      name = name.slice(0, eq);
-    }
-    const f = FLAGS[name];
-    if (!f) usage(`unknown flag: --${name}`);
-    if (f.type === "bool") {
-      if (value === undefined) value = "true";
-      if (value !== "true" && value !== "false") usage(`--${name} takes no value (or =true/=false)`);
-      out[name] = value === "true";
-      continue;
-    }
-    if (value === undefined) {
-      if (i + 1 >= argv.length) usage(`--${name} needs a value`);
-      value = argv[++i];
-    }
-    if (f.type === "int") {
-      if (!/^\d+$/.test(value)) usage(`--${name} needs a non-negative integer, got ${JSON.stringify(value)}`);
-      out[name] = Number(value);
-    } else {
-      out[name] = value;
-    }
-  }
-  if (out.help) usage();
+  const { args: out, usage } = parseFlags("sio-clients", FLAGS, argv, { hideDefault: ["watchdog-ms"] });
   if (!out.url) usage("--url is required");
   out.transports = String(out.transports)
     .split(",")
@@ -112,7 +68,7 @@ function parseArgs(argv) {
   if (out["client-version"] === "2" && out.transports.includes("webtransport")) {
     usage("socket.io-client 2 has no webtransport");
   }
-  return out;
+  return { args: out, usage };
 }
 
 function ipToInt(s) {
@@ -126,7 +82,7 @@ function intToIp(n) {
   return [(n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
 }
 
-const args = parseArgs(process.argv.slice(2));
+const { args, usage } = parseArgs(process.argv.slice(2));
 const COUNT = args.count;
 const TRANSPORTS = args.transports;
 const CONNECT_TIMEOUT = args["connect-timeout-ms"];
