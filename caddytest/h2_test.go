@@ -496,6 +496,16 @@ func TestH2Polling(t *testing.T) {
 // then Socket.IO works over it), and a WebSocket-only session (no sid) must
 // pass the handler untouched.
 func TestH2WebSocket(t *testing.T) {
+	webSocketSessions(t, 2, func(roots *x509.CertPool) (http.RoundTripper, func()) {
+		tr := newH2Transport(roots, "")
+		return tr, tr.CloseIdleConnections
+	}, h2Connect)
+}
+
+// webSocketSessions runs TestH2WebSocket and TestH3WebSocket over one HTTP
+// major version: newTransport makes the client (and what closes it),
+// connect builds its extended CONNECT.
+func webSocketSessions(t *testing.T, proto int, newTransport func(*x509.CertPool) (http.RoundTripper, func()), connect connectFunc) {
 	nodes, cert, _ := httpsCluster(t)
 	const sessions = 30
 	tests := []struct {
@@ -508,15 +518,15 @@ func TestH2WebSocket(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tr := newH2Transport(cert.Roots, "")
-			defer tr.CloseIdleConnections()
+			rt, closeTransport := newTransport(cert.Roots)
+			defer closeTransport()
 			before := statsOf(t, nodes)
 			run := runSessions(sessions, 20*time.Second, func(ctx context.Context, i int) (string, error) {
-				c := &eioClient{rt: tr, base: "https://" + httpsAddr + "/socket.io/", proto: 2}
-				return tt.session(ctx, c, h2Connect)
+				c := &eioClient{rt: rt, base: "https://" + httpsAddr + "/socket.io/", proto: proto}
+				return tt.session(ctx, c, connect)
 			})
 			if len(run.Errors) > 0 && strings.Contains(run.Errors[0], "extended connect not supported") {
-				t.Fatalf("Caddy's HTTP/2 server did not enable extended CONNECT (see h2ExtendedConnectDisabled): %s", run.Errors[0])
+				t.Fatalf("Caddy's HTTP/%d server did not enable extended CONNECT (see h2ExtendedConnectDisabled): %s", proto, run.Errors[0])
 			}
 			after := checkSessions(t, nodes, before, run, sessions)
 			if tt.upgrade {
@@ -549,33 +559,10 @@ func TestH3Polling(t *testing.T) {
 // TestH3WebSocket upgrades sessions to WebSockets over HTTP/3 extended
 // CONNECT (RFC 9220; quic-go's server enables it by default).
 func TestH3WebSocket(t *testing.T) {
-	nodes, cert, _ := httpsCluster(t)
-	const sessions = 30
-	tests := []struct {
-		name    string
-		session func(context.Context, *eioClient, connectFunc) (string, error)
-		upgrade bool
-	}{
-		{name: "upgrade-probe", session: upgradeSession, upgrade: true},
-		{name: "websocket-only", session: websocketOnlySession},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			tr := newH3Transport(cert.Roots)
-			defer tr.Close()
-			before := statsOf(t, nodes)
-			run := runSessions(sessions, 20*time.Second, func(ctx context.Context, i int) (string, error) {
-				c := &eioClient{rt: tr, base: "https://" + httpsAddr + "/socket.io/", proto: 3}
-				return tt.session(ctx, c, h3Connect)
-			})
-			after := checkSessions(t, nodes, before, run, sessions)
-			if tt.upgrade {
-				if n := sumUpgrades(after) - sumUpgrades(before); n != sessions {
-					t.Errorf("nodes saw %d upgrades for %d sessions", n, sessions)
-				}
-			}
-		})
-	}
+	webSocketSessions(t, 3, func(roots *x509.CertPool) (http.RoundTripper, func()) {
+		tr := newH3Transport(roots)
+		return tr, func() { _ = tr.Close() }
+	}, h3Connect)
 }
 
 // TestH2ExtendedConnectRefused sends HTTP/2 and HTTP/3 extended CONNECTs

@@ -369,26 +369,26 @@ func (cs clusterStats) recentErrors() string {
 	return b.String()
 }
 
+// messageCount is an error message and how many clients saw it.
+type messageCount struct {
+	Message string `json:"message"`
+	Count   int    `json:"count"`
+}
+
 // clientResult is the summary sio-clients.js prints at the end.
 type clientResult struct {
-	Event           string         `json:"event"`
-	Total           int            `json:"total"`
-	Connected       int            `json:"connected"`
-	Failed          int            `json:"failed"`
-	Upgraded        int            `json:"upgraded"`
-	PerNode         map[string]int `json:"perNode"`
-	TransportsAtEnd map[string]int `json:"transportsAtEnd"`
-	AliveAtEnd      int            `json:"aliveAtEnd"`
-	EchoOK          int            `json:"echoOk"`
-	EchoFailed      int            `json:"echoFailed"`
-	ConnectErrors   []struct {
-		Message string `json:"message"`
-		Count   int    `json:"count"`
-	} `json:"connectErrors"`
-	UpgradeErrors []struct {
-		Message string `json:"message"`
-		Count   int    `json:"count"`
-	} `json:"upgradeErrors"`
+	Event                 string         `json:"event"`
+	Total                 int            `json:"total"`
+	Connected             int            `json:"connected"`
+	Failed                int            `json:"failed"`
+	Upgraded              int            `json:"upgraded"`
+	PerNode               map[string]int `json:"perNode"`
+	TransportsAtEnd       map[string]int `json:"transportsAtEnd"`
+	AliveAtEnd            int            `json:"aliveAtEnd"`
+	EchoOK                int            `json:"echoOk"`
+	EchoFailed            int            `json:"echoFailed"`
+	ConnectErrors         []messageCount `json:"connectErrors"`
+	UpgradeErrors         []messageCount `json:"upgradeErrors"`
 	DisconnectsDuringHold struct {
 		Count   int            `json:"count"`
 		Reasons map[string]int `json:"reasons"`

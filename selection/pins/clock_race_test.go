@@ -11,14 +11,7 @@ import (
 func TestLookupRacingTouch(t *testing.T) {
 	sec := int64(1_800_000_000)
 	var hook func()
-	s := NewWithClock(func() time.Time {
-		cur := sec
-		if h := hook; h != nil {
-			hook = nil
-			h() // the other request runs between this clock read and its use
-		}
-		return time.Unix(cur, 0)
-	})
+	s := hookedStore(&sec, &hook)
 	s.Pin("sessionsid0000000000", "a:1", 0)
 	hook = func() {
 		sec++ // the second ticks over; the other request touches the pin
@@ -38,14 +31,7 @@ func TestLookupRacingTouch(t *testing.T) {
 func TestSweepRacingTouch(t *testing.T) {
 	sec := int64(1_800_000_000)
 	var hook func()
-	s := NewWithClock(func() time.Time {
-		cur := sec
-		if h := hook; h != nil {
-			hook = nil
-			h()
-		}
-		return time.Unix(cur, 0)
-	})
+	s := hookedStore(&sec, &hook)
 	s.Pin("sessionsid0000000000", "a:1", 0)
 	sec++ // Sweep reads the clock at T+1 ...
 	hook = func() {
@@ -58,4 +44,17 @@ func TestSweepRacingTouch(t *testing.T) {
 	if n := s.Sweep(0); n != 0 {
 		t.Fatalf("Sweep removed %d live pins", n)
 	}
+}
+
+// hookedStore returns a store whose clock reads *sec and then, once, runs
+// *hook: the other request runs between this clock read and its use.
+func hookedStore(sec *int64, hook *func()) *Store {
+	return NewWithClock(func() time.Time {
+		cur := *sec
+		if h := *hook; h != nil {
+			*hook = nil
+			h()
+		}
+		return time.Unix(cur, 0)
+	})
 }
