@@ -147,9 +147,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	var ex *exchange
 	switch {
 	case q.SID == "" && r.Method == http.MethodGet:
-		ex = newExchange(h, w, r, learnHandshake, "")
+		ex = newExchange(h, w, r, learnHandshake, q)
 	case q.SID != "":
-		ex = newExchange(h, w, r, learnSession, q.SID)
+		ex = newExchange(h, w, r, learnSession, q)
 	default:
 		return next.ServeHTTP(w, r)
 	}

@@ -563,3 +563,28 @@ func TestHandlerPassesNonEngineIOUnderPath(t *testing.T) {
 		t.Fatalf("err = %v, next called = %v: a non-Engine.IO request under the path was refused", err, next.called)
 	}
 }
+
+// TestPolicyRereadsRewrittenQuery: the policy reuses the query the handler
+// parsed only while the request still carries it; a query rewritten
+// between the two (by another handler) is routed by what it says now.
+func TestPolicyRereadsRewrittenQuery(t *testing.T) {
+	h := testHandler(t)
+	policy := testPolicy(t)
+	pool := testPool("a:1", "b:1")
+	policy.sessions.store.Pin("originalSid000000000", "a:1", 0)
+	policy.sessions.store.Pin("rewrittenSid00000000", "b:1", 0)
+	r := newRequest(http.MethodGet, "/socket.io/?EIO=4&transport=polling&sid=originalSid000000000", "10.0.0.1")
+	var got *reverseproxy.Upstream
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		r.URL.RawQuery = "EIO=4&transport=polling&sid=rewrittenSid00000000"
+		got = policy.Select(pool, r, w)
+		w.WriteHeader(http.StatusOK)
+		return nil
+	})
+	if err := h.ServeHTTP(httptest.NewRecorder(), r, next); err != nil {
+		t.Fatal(err)
+	}
+	if got == nil || got.Dial != "b:1" {
+		t.Fatalf("rewritten request went to %v, want b:1 (the owner of the sid it now carries)", got)
+	}
+}

@@ -57,7 +57,11 @@ type exchange struct {
 	handler *Handler
 	req     *http.Request
 	kind    learnKind
-	sid     string // learnSession: the request's sid
+	// the request's Engine.IO query as the handler parsed it (its SID is
+	// the session of a learnSession), and the raw query it parsed, so that
+	// the policy need not parse it again
+	query    engineio.Query
+	rawQuery string
 
 	// set by SocketIOSelection.Select
 	policy   *SocketIOSelection
@@ -158,8 +162,8 @@ func (ex *exchange) releaseBody() {
 	ex.bodyBuf = nil
 }
 
-func newExchange(h *Handler, w http.ResponseWriter, r *http.Request, kind learnKind, sid string) *exchange {
-	ex := &exchange{handler: h, req: r, kind: kind, sid: sid}
+func newExchange(h *Handler, w http.ResponseWriter, r *http.Request, kind learnKind, q engineio.Query) *exchange {
+	ex := &exchange{handler: h, req: r, kind: kind, query: q, rawQuery: r.URL.RawQuery}
 	ex.ResponseWriter = w
 	ex.buf = ex.small[:0]
 	return ex
@@ -262,9 +266,9 @@ func (ex *exchange) finish() error {
 		return ex.release()
 	case ex.watching:
 		ex.watching = false
-		if engineio.IsSessionUnknown(ex.buf) && ex.policy.drop(ex.sid, ex.upstream) {
+		if engineio.IsSessionUnknown(ex.buf) && ex.policy.drop(ex.query.SID, ex.upstream) {
 			if c := ex.handler.logger.Check(zapcore.DebugLevel, "upstream no longer knows the session; pin dropped"); c != nil {
-				c.Write(zap.String("upstream", ex.upstream.Dial), zap.String("sid", ex.sid))
+				c.Write(zap.String("upstream", ex.upstream.Dial), zap.String("sid", ex.query.SID))
 			}
 		}
 	}

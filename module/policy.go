@@ -204,8 +204,9 @@ func (s *SocketIOSelection) Cleanup() error {
 
 // Select returns the upstream that must serve r, or nil if none may.
 func (s *SocketIOSelection) Select(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) *reverseproxy.Upstream {
-	up, route := s.choose(pool, r, w)
-	if ex := exchangeFrom(r); ex != nil {
+	ex := exchangeFrom(r)
+	up, route := s.choose(pool, r, w, ex)
+	if ex != nil {
 		ex.policy, ex.upstream, ex.route = s, up, route
 	}
 	if c := s.logger.Check(zapcore.DebugLevel, "selected upstream"); c != nil {
@@ -218,21 +219,27 @@ func (s *SocketIOSelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 	return up
 }
 
-func (s *SocketIOSelection) choose(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) (*reverseproxy.Upstream, selection.Route) {
-	q, err := engineio.ParseQuery(r.URL.RawQuery)
-	if err != nil {
-		if !engineio.ClaimsEngineIO(r.URL.RawQuery) {
-			// an application's own request with an odd "sid"
-			return s.fallback.Select(pool, r, w), selection.RouteNew
+func (s *SocketIOSelection) choose(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, ex *exchange) (*reverseproxy.Upstream, selection.Route) {
+	var q engineio.Query
+	if ex != nil && ex.rawQuery == r.URL.RawQuery {
+		// the handler parsed this very query
+		q = ex.query
+	} else {
+		var err error
+		if q, err = engineio.ParseQuery(r.URL.RawQuery); err != nil {
+			if !engineio.ClaimsEngineIO(r.URL.RawQuery) {
+				// an application's own request with an odd "sid"
+				return s.fallback.Select(pool, r, w), selection.RouteNew
+			}
+			// ambiguous or malformed Engine.IO: the handler answers 400
+			// for these; on its own the policy must not guess which node
+			// to send it to
+			return nil, selection.RouteRefused
 		}
-		// ambiguous or malformed Engine.IO: the handler answers 400 for
-		// these; on its own the policy must not guess which node to send
-		// it to
-		return nil, selection.RouteRefused
 	}
 	if !q.IsEngineIO() || q.SID == "" {
-		if q.IsEngineIO() && q.Transport == engineio.TransportPolling {
-			s.checkLearning(r)
+		if q.IsEngineIO() && q.Transport == engineio.TransportPolling && ex == nil {
+			s.warnNoLearning()
 		}
 		return s.fallback.Select(pool, r, w), selection.RouteNew
 	}
@@ -271,14 +278,11 @@ func (s *SocketIOSelection) choose(pool reverseproxy.UpstreamPool, r *http.Reque
 	}
 }
 
-// checkLearning warns, once, when a polling handshake is placed by a
+// warnNoLearning warns, once, when a polling handshake is placed by a
 // fallback other than client-IP hashing and no socketio handler is there
 // to learn where it went: the session's next requests would then be routed
 // by client IP, which may pick another node.
-func (s *SocketIOSelection) checkLearning(r *http.Request) {
-	if exchangeFrom(r) != nil {
-		return
-	}
+func (s *SocketIOSelection) warnNoLearning() {
 	if _, ipHash := s.fallback.(*reverseproxy.ClientIPHashSelection); ipHash {
 		return
 	}
