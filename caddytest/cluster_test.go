@@ -110,7 +110,7 @@ func TestRoundRobinBreaksSessions(t *testing.T) {
 				res.Connected, res.Upgraded, clients, res.ConnectErrors, res.UpgradeErrors)
 		}
 		if n := after.UnknownSID - before.UnknownSID; n != 0 {
-			t.Errorf("nodes answered %d requests with \"Session ID unknown\"", n)
+			t.Errorf("nodes answered %d requests with \"Session ID unknown\"; their recent errors:%s", n, after.recentErrors())
 		}
 	})
 }

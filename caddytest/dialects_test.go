@@ -131,7 +131,7 @@ func TestDialects(t *testing.T) {
 							res.EchoFailed, res.EchoNodeMismatch, res.DisconnectsDuringHold.Count)
 					}
 					if n := after.UnknownSID - before.UnknownSID; n != 0 {
-						t.Errorf("nodes answered %d requests with \"Session ID unknown\"", n)
+						t.Errorf("nodes answered %d requests with \"Session ID unknown\"; their recent errors:%s", n, after.recentErrors())
 					}
 					if n := pinsAfter.Pinned - pinsBefore.Pinned; n != uint64(clients) {
 						t.Errorf("the handler learned %d handshakes, want %d", n, clients)

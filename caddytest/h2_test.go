@@ -417,7 +417,7 @@ func checkSessions(t *testing.T, nodes []*sioNode, before clusterStats, run sess
 		}
 	}
 	if n := after.UnknownSID - before.UnknownSID; n != 0 {
-		t.Errorf("nodes answered %d requests with \"Session ID unknown\"", n)
+		t.Errorf("nodes answered %d requests with \"Session ID unknown\"; their recent errors:%s", n, after.recentErrors())
 	}
 	return after
 }
@@ -867,7 +867,7 @@ func TestBrowserH2(t *testing.T) {
 		t.Errorf("%d results, connected %d, upgraded %d of %d; errors: %v", len(rep.Results), connected, upgraded, sockets, errs)
 	}
 	if unknown != 0 {
-		t.Errorf("nodes answered %d requests with \"Session ID unknown\"", unknown)
+		t.Errorf("nodes answered %d requests with \"Session ID unknown\"; their recent errors:%s", unknown, after.recentErrors())
 	}
 	if n := sumUpgrades(after) - sumUpgrades(before); n != sockets {
 		t.Errorf("nodes saw %d upgrades for %d sockets", n, sockets)

@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -90,13 +91,14 @@ func requireNode(t testing.TB) {
 // sioNode is one Socket.IO server process.
 type sioNode struct {
 	Name string
+	Host string // the address it listens on
 	Port int
 	cmd  *exec.Cmd
 	done chan struct{}
 }
 
 // Dial is the node's address as an upstream.
-func (n *sioNode) Dial() string { return fmt.Sprintf("127.0.0.1:%d", n.Port) }
+func (n *sioNode) Dial() string { return net.JoinHostPort(n.Host, strconv.Itoa(n.Port)) }
 
 // serverSpec says which Socket.IO server implementation a node runs and
 // how. Every implementation follows the contract of testdata/README.md:
@@ -109,6 +111,10 @@ type serverSpec struct {
 	Env map[string]string
 	// Options are the server options, passed as SIO_OPTIONS.
 	Options map[string]any
+	// Host and Port are where the node listens; default 127.0.0.1 and a
+	// free port (every implementation reads HOST and PORT).
+	Host string
+	Port int
 }
 
 // serverCommand returns the command that runs spec's implementation.
@@ -185,8 +191,11 @@ func startServer(t testing.TB, name string, spec serverSpec) *sioNode {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if spec.Host == "" {
+		spec.Host = "127.0.0.1"
+	}
 	cmd := serverCommand(t, spec)
-	cmd.Env = append(os.Environ(), "PORT=0", "NODE_NAME="+name, "SIO_OPTIONS="+string(optJSON))
+	cmd.Env = append(os.Environ(), "HOST="+spec.Host, "PORT="+strconv.Itoa(spec.Port), "NODE_NAME="+name, "SIO_OPTIONS="+string(optJSON))
 	for k, v := range spec.Env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -198,7 +207,7 @@ func startServer(t testing.TB, name string, spec serverSpec) *sioNode {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", name, err)
 	}
-	n := &sioNode{Name: name, cmd: cmd, done: make(chan struct{})}
+	n := &sioNode{Name: name, Host: spec.Host, cmd: cmd, done: make(chan struct{})}
 	t.Cleanup(n.stop)
 
 	lines := make(chan string, 1)
@@ -279,6 +288,12 @@ type nodeStats struct {
 			Method        string `json:"method"`
 			URL           string `json:"url"`
 			RemoteAddress string `json:"remoteAddress"`
+			At            string `json:"at"`
+			// sio-node.js only: whether the node minted the sid,
+			// and how long before the request its session ended
+			MintedHere  bool   `json:"mintedHere"`
+			ClosedMsAgo *int64 `json:"closedMsAgo"`
+			CloseReason string `json:"closeReason"`
 		} `json:"recent"`
 	} `json:"connectionErrors"`
 	Requests struct {
@@ -363,7 +378,15 @@ func (cs clusterStats) recentErrors() string {
 	var b strings.Builder
 	for name, s := range cs.PerNode {
 		for _, e := range s.ConnectionErrors.Recent {
-			fmt.Fprintf(&b, "\n\t%s: code %v, %s %s from %s", name, e.Code, e.Method, e.URL, e.RemoteAddress)
+			fmt.Fprintf(&b, "\n\t%s: code %v, %s %s from %s at %s", name, e.Code, e.Method, e.URL, e.RemoteAddress, e.At)
+			switch {
+			case !e.MintedHere:
+				b.WriteString(" (sid not minted by this node)")
+			case e.ClosedMsAgo != nil:
+				fmt.Fprintf(&b, " (sid minted here, session ended %d ms before: %s)", *e.ClosedMsAgo, e.CloseReason)
+			default:
+				b.WriteString(" (sid minted here, session open)")
+			}
 		}
 	}
 	return b.String()

@@ -55,7 +55,7 @@ func TestCustomPaths(t *testing.T) {
 						transports, res.Connected, res.Upgraded, clients, res.EchoFailed, res.ConnectErrors, res.UpgradeErrors)
 				}
 				if n := after.UnknownSID - before.UnknownSID; n != 0 {
-					t.Errorf("%s: nodes answered %d requests with \"Session ID unknown\"", transports, n)
+					t.Errorf("%s: nodes answered %d requests with \"Session ID unknown\"; their recent errors:%s", transports, n, after.recentErrors())
 				}
 				if len(res.PerNode) != 3 {
 					t.Errorf("%s: sessions on %d nodes, want all 3: %v", transports, len(res.PerNode), res.PerNode)

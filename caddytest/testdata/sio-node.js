@@ -280,6 +280,24 @@ if (sidPrefix !== null) {
 }
 
 // --- error bookkeeping (shared by v4's "connection_error" and the v2 emulation) ---
+// The sessions this node minted, sid -> {closedAt, reason} (closedAt null while
+// open), the oldest forgotten beyond MINTED_MAX: tells a "Session ID unknown"
+// answer to a request that was routed to the wrong node (a sid never minted
+// here) from a late request of a session that ended here.
+const MINTED_MAX = 100000;
+const minted = new Map();
+function noteMinted(sid) {
+  minted.set(sid, { closedAt: null, reason: null });
+  if (minted.size > MINTED_MAX) minted.delete(minted.keys().next().value);
+}
+function noteClosed(sid, reason) {
+  const m = minted.get(sid);
+  if (m) {
+    m.closedAt = Date.now();
+    m.reason = String(reason);
+  }
+}
+
 function recordConnectionError(code, message, req) {
   const codeKey = code !== undefined && code !== null ? String(code) : "unknown";
   message = message || "unknown";
@@ -287,6 +305,8 @@ function recordConnectionError(code, message, req) {
   ce.total++;
   inc(ce.byCode, codeKey);
   inc(ce.byMessage, message);
+  const sid = req && req.url ? sidOf(req.url) : null;
+  const m = sid ? minted.get(sid) : undefined;
   ce.recent.push({
     code: code !== undefined ? code : null,
     message,
@@ -294,6 +314,11 @@ function recordConnectionError(code, message, req) {
     url: req ? req.url : null,
     remoteAddress: req && req.socket ? req.socket.remoteAddress : null,
     upgrade: !!(req && req.headers && req.headers.upgrade),
+    at: new Date().toISOString(),
+    // did this node mint the request's sid, and how long ago did it end?
+    mintedHere: !!m,
+    closedMsAgo: m && m.closedAt !== null ? Date.now() - m.closedAt : null,
+    closeReason: m ? m.reason : null,
   });
   if (ce.recent.length > RECENT_ERRORS_MAX) ce.recent.shift();
 }
@@ -420,7 +445,9 @@ if (!V2) {
 
 io.engine.on("connection", (conn) => {
   stats.handshakes++;
+  noteMinted(conn.id);
   conn.on("close", (reason) => {
+    noteClosed(conn.id, reason);
     stats.engineCloses++;
     inc(stats.engineCloseReasons, String(reason));
   });
