@@ -130,9 +130,7 @@ func TestDialects(t *testing.T) {
 						t.Errorf("echo failures %d, answers from another node %d, disconnects %d",
 							res.EchoFailed, res.EchoNodeMismatch, res.DisconnectsDuringHold.Count)
 					}
-					if n := after.UnknownSID - before.UnknownSID; n != 0 {
-						t.Errorf("nodes answered %d requests with \"Session ID unknown\"; their recent errors:%s", n, after.recentErrors())
-					}
+					checkNoMisroutedRequests(t, transports, before, after)
 					if n := pinsAfter.Pinned - pinsBefore.Pinned; n != uint64(clients) {
 						t.Errorf("the handler learned %d handshakes, want %d", n, clients)
 					}

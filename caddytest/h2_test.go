@@ -416,9 +416,7 @@ func checkSessions(t *testing.T, nodes []*sioNode, before clusterStats, run sess
 			}
 		}
 	}
-	if n := after.UnknownSID - before.UnknownSID; n != 0 {
-		t.Errorf("nodes answered %d requests with \"Session ID unknown\"; their recent errors:%s", n, after.recentErrors())
-	}
+	checkNoMisroutedRequests(t, "sessions", before, after)
 	return after
 }
 
@@ -866,9 +864,7 @@ func TestBrowserH2(t *testing.T) {
 	if len(rep.Results) != sockets || connected != sockets || upgraded != sockets || len(errs) != 0 {
 		t.Errorf("%d results, connected %d, upgraded %d of %d; errors: %v", len(rep.Results), connected, upgraded, sockets, errs)
 	}
-	if unknown != 0 {
-		t.Errorf("nodes answered %d requests with \"Session ID unknown\"; their recent errors:%s", unknown, after.recentErrors())
-	}
+	checkNoMisroutedRequests(t, "browser sessions", before, after)
 	if n := sumUpgrades(after) - sumUpgrades(before); n != sockets {
 		t.Errorf("nodes saw %d upgrades for %d sockets", n, sockets)
 	}

@@ -54,9 +54,7 @@ func TestCustomPaths(t *testing.T) {
 					t.Errorf("%s: connected %d, upgraded %d of %d, echo failures %d; errors %+v %+v",
 						transports, res.Connected, res.Upgraded, clients, res.EchoFailed, res.ConnectErrors, res.UpgradeErrors)
 				}
-				if n := after.UnknownSID - before.UnknownSID; n != 0 {
-					t.Errorf("%s: nodes answered %d requests with \"Session ID unknown\"; their recent errors:%s", transports, n, after.recentErrors())
-				}
+				checkNoMisroutedRequests(t, transports, before, after)
 				if len(res.PerNode) != 3 {
 					t.Errorf("%s: sessions on %d nodes, want all 3: %v", transports, len(res.PerNode), res.PerNode)
 				}

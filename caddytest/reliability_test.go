@@ -40,7 +40,7 @@ import (
 //     (TestReliabilityRemovedUpstreamFailsFast shows that window alone).
 func TestReliabilityPoolChangesThroughAdminAPI(t *testing.T) {
 	requireNode(t)
-	nodes := startCluster(t, 4, fastPing)
+	nodes := startCluster(t, 4, crowdedPing)
 	tester := caddytester.NewTester(t)
 	logPath, readLog := relLogFile(t, "caddy")
 	// proxyConfig sets grace_period 5s, above the nodes' pingInterval
@@ -150,7 +150,7 @@ func TestReliabilityPoolChangesThroughAdminAPI(t *testing.T) {
 	// Caddy's answer reads "(400)", "(503)") may cut any session once per
 	// reload; it then reconnects like the others, possibly to the node
 	// about to be removed.
-	var refused, windowed, resets int
+	var refused, windowed, resets, removedReset int
 	for i, c := range res.Clients {
 		errs := refusals[i]
 		var r int
@@ -169,6 +169,8 @@ func TestReliabilityPoolChangesThroughAdminAPI(t *testing.T) {
 			refused++ // by its tombstone
 		case ended == 1:
 			windowed++ // before the clean-up made it a tombstone
+		case c.Node == removed.Name:
+			removedReset++ // ended by a reset, before its tombstone was asked
 		}
 		for _, e := range errs {
 			if !mayBeRemoved || e.Status != http.StatusServiceUnavailable || e.At.Before(deleting) {
@@ -186,15 +188,19 @@ func TestReliabilityPoolChangesThroughAdminAPI(t *testing.T) {
 			t.Logf("client %d (on %s) lost a request to a connection reset: %v, now on %s", i, c.Node, c.Disconnects, c.FinalNode())
 		}
 	}
-	t.Logf("of the removed node's %d sessions, %d were refused by Caddy (503), %d ended otherwise; %d sessions lost a request to a connection reset at a reload",
-		onRemoved, refused, windowed, resets)
+	t.Logf("of the removed node's %d sessions, %d were refused by Caddy (503), %d ended otherwise, %d by a connection reset; %d sessions lost a request to a connection reset at a reload",
+		onRemoved, refused, windowed, removedReset, resets)
+	if unknownElsewhere > 0 {
+		t.Logf("the nodes' recent errors:%s", after.recentErrors())
+	}
 	// the removed node's sessions end on their tombstones (503); only
 	// those caught between the new config's start and the old one's
 	// clean-up can end on another node's "Session ID unknown", and that
-	// gap is short
-	if refused < onRemoved/2 || windowed > unknownElsewhere {
-		t.Errorf("of the removed node's %d sessions only %d were refused by Caddy; %d ended otherwise, with %d \"Session ID unknown\" answers from other nodes",
-			onRemoved, refused, windowed, unknownElsewhere)
+	// gap is short. (Those a listener reset ended first never asked for
+	// their tombstone: they reconnected at once.)
+	if byAnswer := onRemoved - removedReset; refused == 0 || refused < byAnswer/2 || windowed > unknownElsewhere {
+		t.Errorf("of the removed node's %d sessions that ended on an HTTP answer only %d were refused by Caddy; %d ended otherwise, with %d \"Session ID unknown\" answers from other nodes",
+			byAnswer, refused, windowed, unknownElsewhere)
 	}
 	// Caddy's listener handover resets more connections the busier the
 	// machine (see TestReloadKeepsPollingSessions): bounded loosely
@@ -338,9 +344,7 @@ func TestReliabilityNodeFailure(t *testing.T) {
 		if res.EchoNodeMismatch != 0 {
 			t.Errorf("%d echoes answered by a node other than the session's", res.EchoNodeMismatch)
 		}
-		if n := after.UnknownSID - before.UnknownSID; n != 0 {
-			t.Errorf("surviving nodes answered %d requests with \"Session ID unknown\": requests reached a node that did not mint their sid", n)
-		}
+		checkNoMisroutedRequests(t, "surviving nodes", before, after)
 		health := relUpstreams(t)
 		t.Logf("upstreams after the failure: %+v (killed at %s)", health, killedAt.Format("15:04:05.000"))
 		for _, n := range survivors {

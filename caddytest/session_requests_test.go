@@ -78,9 +78,7 @@ func TestSessionRequestsReachOwner(t *testing.T) {
 				perNode[res.HandshakeNode]++
 			}
 			after := statsOf(t, nodes)
-			if n := after.UnknownSID - before.UnknownSID; n != 0 {
-				t.Errorf("nodes answered %d requests with \"Session ID unknown\"; their recent errors:%s", n, after.recentErrors())
-			}
+			checkNoMisroutedRequests(t, "session requests", before, after)
 			if n := pinsOf(t).Pinned - pinned; n != sessions {
 				t.Errorf("learned %d of %d handshakes", n, sessions)
 			}

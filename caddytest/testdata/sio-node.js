@@ -145,7 +145,11 @@ function newStats() {
       total: 0,
       byCode: {}, // "1" -> n   (1 = "Session ID unknown")
       byMessage: {}, // "Session ID unknown" -> n
-      recent: [], // last RECENT_ERRORS_MAX: {code,message,method,url,remoteAddress,upgrade}
+      recent: [], // last RECENT_ERRORS_MAX: {code,message,method,url,remoteAddress,upgrade,...}
+      // "Session ID unknown" answers to a late request of a session this node
+      // minted and had already ended (a request racing its session's close):
+      // the owner's own answer, not a request routed to the wrong node
+      unknownSidEnded: 0,
     },
     requests: {
       // every HTTP request that reached this node with a path on the socket.io
@@ -307,6 +311,7 @@ function recordConnectionError(code, message, req) {
   inc(ce.byMessage, message);
   const sid = req && req.url ? sidOf(req.url) : null;
   const m = sid ? minted.get(sid) : undefined;
+  if (code === 1 && m && m.closedAt !== null) ce.unknownSidEnded++;
   ce.recent.push({
     code: code !== undefined ? code : null,
     message,
