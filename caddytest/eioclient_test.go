@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,7 +11,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
+
+	"github.com/caddy-socketio/caddy-socketio/internal/wsframe"
 )
 
 // eioClient is a raw Engine.IO v4 client, just enough to drive a session
@@ -290,122 +289,24 @@ func (c *eioClient) openStream(ctx context.Context, newConnectRequest func(ctx c
 		}
 		return nil, fmt.Errorf("CONNECT websocket: status %d from %q: %q: %w", resp.StatusCode, resp.Header.Get("X-Sio-Node"), data, err)
 	}
-	return &wsConn{r: bufio.NewReader(resp.Body), w: pw, body: resp.Body, node: resp.Header.Get("X-Sio-Node")}, nil
+	return &wsConn{Conn: wsframe.NewConn(bufio.NewReader(resp.Body), pw), w: pw, body: resp.Body, node: resp.Header.Get("X-Sio-Node")}, nil
 }
 
 // wsConn is the client end of a WebSocket over an extended CONNECT stream:
-// RFC 6455 framing only, no extensions, text messages. The request's
-// context bounds every read and write: cancelling it resets the stream.
+// RFC 6455 framing (wsframe), text messages. The request's context bounds
+// every read and write: cancelling it resets the stream.
 type wsConn struct {
-	r    *bufio.Reader
+	*wsframe.Conn
 	w    *io.PipeWriter
 	body io.Closer
 	node string // X-Sio-Node of the CONNECT response
-	mu   sync.Mutex
-}
-
-// RFC 6455 section 5.2 opcodes.
-const (
-	wsContinuation = 0x0
-	wsText         = 0x1
-	wsBinary       = 0x2
-	wsClose        = 0x8
-	wsPing         = 0x9
-	wsPong         = 0xA
-)
-
-// writeFrame writes one final frame; a client masks every frame it sends
-// (RFC 6455 section 5.3).
-func (ws *wsConn) writeFrame(opcode byte, payload []byte) error {
-	ws.mu.Lock()
-	defer ws.mu.Unlock()
-	hdr := make([]byte, 0, 14)
-	hdr = append(hdr, 0x80|opcode)
-	switch n := len(payload); {
-	case n < 126:
-		hdr = append(hdr, 0x80|byte(n))
-	case n <= 0xFFFF:
-		hdr = append(hdr, 0x80|126)
-		hdr = binary.BigEndian.AppendUint16(hdr, uint16(n))
-	default:
-		hdr = append(hdr, 0x80|127)
-		hdr = binary.BigEndian.AppendUint64(hdr, uint64(n))
-	}
-	var key [4]byte
-	if _, err := rand.Read(key[:]); err != nil {
-		return err
-	}
-	hdr = append(hdr, key[:]...)
-	frame := append(hdr, payload...)
-	for i := range payload {
-		frame[len(hdr)+i] ^= key[i%4]
-	}
-	_, err := ws.w.Write(frame)
-	return err
-}
-
-// writeText sends one text message.
-func (ws *wsConn) writeText(s string) error { return ws.writeFrame(wsText, []byte(s)) }
-
-// readMessage returns the next text or binary message, answering pings and
-// joining fragments; a close frame ends the connection with an error.
-func (ws *wsConn) readMessage() (string, error) {
-	var msg []byte
-	for {
-		var h [2]byte
-		if _, err := io.ReadFull(ws.r, h[:]); err != nil {
-			return "", err
-		}
-		fin, opcode := h[0]&0x80 != 0, h[0]&0x0F
-		if h[1]&0x80 != 0 {
-			return "", errors.New("websocket: server sent a masked frame")
-		}
-		n := uint64(h[1] & 0x7F)
-		switch n {
-		case 126:
-			var b [2]byte
-			if _, err := io.ReadFull(ws.r, b[:]); err != nil {
-				return "", err
-			}
-			n = uint64(binary.BigEndian.Uint16(b[:]))
-		case 127:
-			var b [8]byte
-			if _, err := io.ReadFull(ws.r, b[:]); err != nil {
-				return "", err
-			}
-			n = binary.BigEndian.Uint64(b[:])
-		}
-		if n > 1<<20 {
-			return "", fmt.Errorf("websocket: %d-byte frame", n)
-		}
-		payload := make([]byte, n)
-		if _, err := io.ReadFull(ws.r, payload); err != nil {
-			return "", err
-		}
-		switch opcode {
-		case wsPing:
-			if err := ws.writeFrame(wsPong, payload); err != nil {
-				return "", err
-			}
-		case wsPong:
-		case wsClose:
-			return "", fmt.Errorf("websocket: closed by the server: %x", payload)
-		case wsText, wsBinary, wsContinuation:
-			msg = append(msg, payload...)
-			if fin {
-				return string(msg), nil
-			}
-		default:
-			return "", fmt.Errorf("websocket: unknown opcode %#x", opcode)
-		}
-	}
 }
 
 // await reads Engine.IO packets (one per message) until match accepts one,
 // answering the server's pings; at most maxMessages are read.
 func (ws *wsConn) await(maxMessages int, match func(string) bool) (string, error) {
 	for range maxMessages {
-		p, err := ws.readMessage()
+		p, err := ws.ReadMessage()
 		if err != nil {
 			return "", err
 		}
@@ -413,7 +314,7 @@ func (ws *wsConn) await(maxMessages int, match func(string) bool) (string, error
 		case match(p):
 			return p, nil
 		case p == "2":
-			if err := ws.writeText("3"); err != nil {
+			if err := ws.WriteText("3"); err != nil {
 				return "", err
 			}
 		case p == "1":
@@ -425,7 +326,7 @@ func (ws *wsConn) await(maxMessages int, match func(string) bool) (string, error
 
 // close sends a close frame and ends the stream.
 func (ws *wsConn) close() {
-	_ = ws.writeFrame(wsClose, []byte{0x03, 0xE8}) // 1000 normal closure
+	_ = ws.WriteFrame(wsframe.OpClose, []byte{0x03, 0xE8}) // 1000 normal closure
 	_ = ws.w.Close()
 	_ = ws.body.Close()
 }

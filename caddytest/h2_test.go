@@ -285,13 +285,13 @@ func upgradeSession(ctx context.Context, c *eioClient, connect connectFunc) (str
 		return c.node, err
 	}
 	defer ws.close()
-	if err := ws.writeText("2probe"); err != nil {
+	if err := ws.WriteText("2probe"); err != nil {
 		return c.node, err
 	}
 	if _, err := ws.await(3, packetIs("3probe")); err != nil {
 		return c.node, fmt.Errorf("upgrade probe: %w", err)
 	}
-	if err := ws.writeText("5"); err != nil {
+	if err := ws.WriteText("5"); err != nil {
 		return c.node, err
 	}
 	return c.node, echoOverWS(ws, c.node)
@@ -305,14 +305,14 @@ func websocketOnlySession(ctx context.Context, c *eioClient, connect connectFunc
 		return "", err
 	}
 	defer ws.close()
-	p, err := ws.readMessage()
+	p, err := ws.ReadMessage()
 	if err != nil {
 		return ws.node, err
 	}
 	if _, err := parseOpen(p); err != nil {
 		return ws.node, err
 	}
-	if err := ws.writeText("40"); err != nil {
+	if err := ws.WriteText("40"); err != nil {
 		return ws.node, err
 	}
 	hello, err := ws.await(5, func(p string) bool { return helloNode(p) != "" })
@@ -343,7 +343,7 @@ func socketOverPolling(ctx context.Context, c *eioClient) error {
 
 // echoOverWS checks that an echo over the WebSocket is acked by node.
 func echoOverWS(ws *wsConn, node string) error {
-	if err := ws.writeText(echoPacket(1)); err != nil {
+	if err := ws.WriteText(echoPacket(1)); err != nil {
 		return err
 	}
 	var acked string

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caddy-socketio/caddy-socketio/internal/wsframe"
 )
 
 // This file holds what the reliability tests need beyond the shared
@@ -420,51 +422,16 @@ func relDialWS(local string) (*relWS, error) {
 	return nil, errors.New("websocket: no socket.io CONNECT answer")
 }
 
-// read reads one (unfragmented, unmasked) frame from the server.
+// read reads one frame from the server (the Engine.IO packets of these
+// sessions are never fragmented).
 func (ws *relWS) read() (op byte, msg string, err error) {
-	var h [2]byte
-	if _, err := io.ReadFull(ws.br, h[:]); err != nil {
-		return 0, "", err
-	}
-	op = h[0] & 0x0f
-	n := uint64(h[1] & 0x7f)
-	switch n {
-	case 126:
-		var b [2]byte
-		if _, err := io.ReadFull(ws.br, b[:]); err != nil {
-			return 0, "", err
-		}
-		n = uint64(binary.BigEndian.Uint16(b[:]))
-	case 127:
-		var b [8]byte
-		if _, err := io.ReadFull(ws.br, b[:]); err != nil {
-			return 0, "", err
-		}
-		n = binary.BigEndian.Uint64(b[:])
-	}
-	if n > 1<<20 {
-		return 0, "", fmt.Errorf("websocket frame of %d bytes", n)
-	}
-	p := make([]byte, n)
-	if _, err := io.ReadFull(ws.br, p); err != nil {
-		return 0, "", err
-	}
-	return op, string(p), nil
+	_, op, p, err := wsframe.ReadFrame(ws.br)
+	return op, string(p), err
 }
 
-// write sends one masked frame, as a client must (RFC 6455 5.3).
+// write sends one frame, masked as a client must (RFC 6455 5.3).
 func (ws *relWS) write(op byte, payload []byte) error {
-	if len(payload) > 125 {
-		return errors.New("relWS writes only small frames")
-	}
-	var mask [4]byte
-	_, _ = rand.Read(mask[:])
-	frame := append([]byte{0x80 | op, 0x80 | byte(len(payload))}, mask[:]...)
-	for i, b := range payload {
-		frame = append(frame, b^mask[i%4])
-	}
-	_, err := ws.conn.Write(frame)
-	return err
+	return wsframe.WriteFrame(ws.conn, op, payload)
 }
 
 // loop answers Engine.IO pings until the connection ends.
