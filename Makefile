@@ -19,6 +19,8 @@
 #                  3 rounds (bench/e2e.sh; results in bench/results/)
 #   make scale     10,000 websocket + 2,000 polling sessions through one Caddy
 #                  (bench/scale.sh; results in bench/results/)
+#   make scale-h2  the same with the clients on HTTP/2 (SCALE_H2=1 bench/scale.sh:
+#                  one open file per session in Caddy instead of two)
 #   make clean     remove bin/
 
 SHELL := bash
@@ -30,7 +32,7 @@ FUZZTIME ?= 500000x
 # staticcheck v0.7.0 and v0.8.2 both run on Go 1.26 here; pinned for repeatable lint
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: help test lint fuzz build example soak bench e2e scale clean node_modules test-deps
+.PHONY: help test lint fuzz build example soak bench e2e scale scale-h2 clean node_modules test-deps
 
 help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
@@ -79,6 +81,9 @@ e2e:
 
 scale:
 	@bench/scale.sh
+
+scale-h2:
+	@SCALE_H2=1 bench/scale.sh
 
 clean:
 	rm -rf bin

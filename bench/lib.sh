@@ -158,13 +158,14 @@ port_in_use() {
 	timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
 }
 
-# wait_http NAME URL SECONDS: poll URL until it answers 2xx, failing early if the
-# process NAME is gone
+# wait_http NAME URL SECONDS [CURL_ARGS...]: poll URL until it answers 2xx,
+# failing early if the process NAME is gone
 wait_http() {
 	local name="$1" url="$2" secs="$3" pid
+	shift 3
 	pid="$(pid_of "$name")" || die "$name is not running"
 	for _ in $(seq 1 $((secs * 5))); do
-		curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+		curl -fsS -o /dev/null --max-time 1 "$@" "$url" 2>/dev/null && return 0
 		kill -0 "$pid" 2>/dev/null || die "$name exited during startup (see its log below)"
 		sleep 0.2
 	done

@@ -25,12 +25,23 @@
 # down, in proportion, to what fits, and says so (the result records requested and
 # run sizes); SCALE_FIT=0 runs the requested sizes anyway (expect failures).
 #
+# SCALE_H2=1: the clients speak HTTP/2 to Caddy, as browsers do over HTTPS: Caddy
+# serves bench/scale-h2.Caddyfile (HTTPS from its local CA, GODEBUG=http2xconnect=1,
+# `fallback least_conn`), and the sessions are run by bench/h2load (a Go Engine.IO
+# client: polling requests as HTTP/2 streams, WebSockets as RFC 8441 extended
+# CONNECT streams, at most 100 sessions per client connection pool, each pool from
+# its own source address) instead of socket.io-client, which has no HTTP/2 in Node.
+# Caddy then holds one upstream connection per session but only a few client
+# connections, so the full size fits where two descriptors per session do not.
+#
 #   bench/scale.sh                                        10,000 + 2,000 sessions
+#   SCALE_H2=1 bench/scale.sh                             the same over HTTP/2
 #   SCALE_WS=1000 SCALE_POLLING=200 SCALE_HOLD_S=10 bench/scale.sh   a quick check
 #
 # Environment (defaults in brackets): SCALE_WS [10000] SCALE_POLLING [2000]
 #   SCALE_HOLD_S [30] SCALE_ECHO_EVERY_S [10] SCALE_WS_PROCS [4] SCALE_POLL_PROCS [2]
 #   SCALE_CONCURRENCY [20 per process] SCALE_CONNECT_TIMEOUT_S [600] SCALE_FIT [auto]
+#   SCALE_H2 [0]
 #   SCALE_SESSION_TIMEOUT_S [30: one session's connect + upgrade, and an echo's ack]
 #   MAX_LOAD [1.0] LOAD_WAIT [1200] SCALE_NODE_PORTS ["3211 3212 3213"]
 #   SCALE_HTTP_PORT [8291] SCALE_ADMIN_PORT [2291] SCALE_RESULTS [<repo>/bench/results]
@@ -54,6 +65,7 @@ CONC="${SCALE_CONCURRENCY:-20}"
 CONNECT_TIMEOUT_S="${SCALE_CONNECT_TIMEOUT_S:-600}"
 SESSION_TIMEOUT_S="${SCALE_SESSION_TIMEOUT_S:-30}"
 FIT="${SCALE_FIT:-auto}"
+H2="${SCALE_H2:-0}"
 MAX_LOAD="${MAX_LOAD:-1.0}"
 LOAD_WAIT="${LOAD_WAIT:-1200}"
 read -r -a NODE_PORTS <<<"${SCALE_NODE_PORTS:-3211 3212 3213}"
@@ -78,6 +90,19 @@ done
 ((CONNECT_TIMEOUT_S >= 30 && CONNECT_TIMEOUT_S <= 3600)) || bad_setting "SCALE_CONNECT_TIMEOUT_S must be 30..3600"
 ((SESSION_TIMEOUT_S >= 5 && SESSION_TIMEOUT_S <= 120)) || bad_setting "SCALE_SESSION_TIMEOUT_S must be 5..120"
 [[ "$FIT" == auto || "$FIT" == 0 ]] || bad_setting "SCALE_FIT must be auto or 0"
+[[ "$H2" == 0 || "$H2" == 1 ]] || bad_setting "SCALE_H2 must be 0 or 1"
+if [[ "$H2" == 1 ]]; then
+	SITE="https://127.0.0.1:$HTTP_PORT"
+	CADDYFILE=bench/scale-h2.Caddyfile
+	PROTOCOL=HTTP/2
+	CLIENT=bench/h2load
+	PER_SESSION_FDS=1 # the upstream connection; client connections are shared
+else
+	CADDYFILE=bench/e2e-plugin.Caddyfile
+	PROTOCOL=HTTP/1.1
+	CLIENT=bench/e2e-client.js
+	PER_SESSION_FDS=2
+fi
 [[ ${#NODE_PORTS[@]} -eq 3 ]] || bad_setting "SCALE_NODE_PORTS must name 3 ports"
 for tool in node npm go curl timeout ps; do
 	command -v "$tool" >/dev/null 2>&1 || die "$tool is not on PATH"
@@ -94,14 +119,14 @@ STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE="$(ulimit -n)"
 REQ_WS=$WS REQ_POLLING=$POLLING
-need=$((2 * WS + 2 * POLLING + FD_MARGIN))
+need=$((PER_SESSION_FDS * (WS + POLLING) + FD_MARGIN))
 SCALED=false
 if ((need > NOFILE)); then
 	if [[ "$FIT" == auto ]]; then
 		WS=$((WS * (NOFILE - FD_MARGIN) / (need - FD_MARGIN)))
 		POLLING=$((POLLING * (NOFILE - FD_MARGIN) / (need - FD_MARGIN)))
 		SCALED=true
-		say "WARNING: Caddy needs about $need open files for $REQ_WS + $REQ_POLLING sessions (2 per session), but"
+		say "WARNING: Caddy needs about $need open files for $REQ_WS + $REQ_POLLING sessions ($PER_SESSION_FDS per session), but"
 		note "ulimit -n is at most $NOFILE here (hard limit; raising it needs CAP_SYS_RESOURCE). Scaled down to"
 		note "$WS websocket + $POLLING polling sessions (SCALE_FIT=0 runs the requested sizes anyway)."
 	else
@@ -112,7 +137,7 @@ WS_ADDR_LAST=$((WS_NET + (WS >> 8)))
 POLL_ADDR_LAST=$((POLL_NET + (POLLING >> 8)))
 ((WS_ADDR_LAST < POLL_NET && POLL_ADDR_LAST <= 254)) || bad_setting "too many sessions for the source address ranges"
 
-say "Scale: $WS websocket + $POLLING polling-only sessions through one Caddy with the plugin, hold ${HOLD_S}s (logs in $LOGDIR)"
+say "Scale: $WS websocket + $POLLING polling-only sessions through one Caddy with the plugin, over $PROTOCOL, hold ${HOLD_S}s (logs in $LOGDIR)"
 note "ulimit -n $NOFILE (hard $(ulimit -Hn)); client processes: $WS_PROCS websocket, $POLL_PROCS polling, $CONC connects at a time each"
 
 say "Node.js packages and bin/caddy"
@@ -129,8 +154,17 @@ modules="$("$CADDY" list-modules)" # read whole: `| grep -q` would fail the pipe
 grep -qx http.handlers.socketio <<<"$modules" || die "$CADDY has no socketio handler"
 CADDY_ENV=(env E2E_ADMIN_PORT="$ADMIN_PORT" E2E_HTTP_PORT="$HTTP_PORT" E2E_NODE1_PORT="${NODE_PORTS[0]}"
 	E2E_NODE2_PORT="${NODE_PORTS[1]}" E2E_NODE3_PORT="${NODE_PORTS[2]}")
-"${CADDY_ENV[@]}" "$CADDY" adapt --config bench/e2e-plugin.Caddyfile --validate >/dev/null 2>"$LOGDIR/adapt.log" ||
-	die "bench/e2e-plugin.Caddyfile does not validate: $(tail -n 3 "$LOGDIR/adapt.log")"
+SITE_CURL=()
+if [[ "$H2" == 1 ]]; then
+	# Caddy's local CA and certificates live in the run's own directory
+	CADDY_ENV+=(SCALE_DATA_DIR="$LOGDIR/caddy-data" GODEBUG=http2xconnect=1)
+	CA="$LOGDIR/caddy-data/pki/authorities/local/root.crt"
+	SITE_CURL=(--cacert "$CA")
+	H2LOAD="$LOGDIR/h2load"
+	go build -o "$H2LOAD" ./bench/h2load || die "building bench/h2load failed"
+fi
+"${CADDY_ENV[@]}" "$CADDY" adapt --config "$CADDYFILE" --validate >/dev/null 2>"$LOGDIR/adapt.log" ||
+	die "$CADDYFILE does not validate: $(tail -n 3 "$LOGDIR/adapt.log")"
 for port in "${NODE_PORTS[@]}" "$HTTP_PORT" "$ADMIN_PORT"; do
 	port_in_use "$port" && die "port $port on 127.0.0.1 is in use; set SCALE_NODE_PORTS / SCALE_HTTP_PORT / SCALE_ADMIN_PORT"
 done
@@ -144,10 +178,10 @@ for n in 1 2 3; do
 	start "node$n" "$LOGDIR/node$n.log" env PORT="${NODE_PORTS[$((n - 1))]}" NODE_NAME="node$n" node "$ROOT/bench/bench-node.js"
 done
 for n in 1 2 3; do wait_http "node$n" "http://127.0.0.1:${NODE_PORTS[$((n - 1))]}/__health" 15; done
-start caddy "$LOGDIR/caddy.log" "${CADDY_ENV[@]}" "$CADDY" run --config bench/e2e-plugin.Caddyfile --adapter caddyfile
+start caddy "$LOGDIR/caddy.log" "${CADDY_ENV[@]}" "$CADDY" run --config "$CADDYFILE" --adapter caddyfile
 CADDY_PID="$(pid_of caddy)"
 wait_http caddy "$ADMIN/config/" 20
-wait_http caddy "$SITE/__health" 20
+wait_http caddy "$SITE/__health" 20 "${SITE_CURL[@]}"
 [[ "$(readlink "/proc/$CADDY_PID/exe" 2>/dev/null)" == "$(readlink -f "$CADDY")" ]] || die "pid $CADDY_PID is not $CADDY"
 CADDY_NOFILE="$(awk '/^Max open files/ {print $4}' "/proc/$CADDY_PID/limits")"
 sleep 1
@@ -164,6 +198,15 @@ launch() {
 	for ((k = 0; k < procs; k++)); do
 		count=$(((total + k) / procs)) # an even split
 		((count > 0)) || continue
+		if [[ "$H2" == 1 ]]; then
+			# one source network per process: its client pools dial from 127.NET+k.x.y
+			start "clients-$kind-$k" "$LOGDIR/clients-$kind-$k.out" "$H2LOAD" -url "$SITE/socket.io/" -ca "$CA" \
+				-transport "$H2_TRANSPORT" -count "$count" -concurrency "$CONC" -addr-net $((net + k)) \
+				-hold $((CONNECT_TIMEOUT_S + HOLD_S + 120))s -echo-every "${ECHO_EVERY_S}s" \
+				-timeout "${SESSION_TIMEOUT_S}s" -max $((CONNECT_TIMEOUT_S + HOLD_S + 180))s
+			CLIENTS+=("clients-$kind-$k")
+			continue
+		fi
 		start "clients-$kind-$k" "$LOGDIR/clients-$kind-$k.out" node "$ROOT/bench/e2e-client.js" --url "$SITE" --mode hold \
 			--count "$count" --concurrency "$CONC" --addr-net "$net" --addr-offset "$off" --addr-host 2 \
 			--hold-ms $(((CONNECT_TIMEOUT_S + HOLD_S + 120) * 1000)) --echo-every-ms $((ECHO_EVERY_S * 1000)) \
@@ -174,7 +217,9 @@ launch() {
 }
 say "Opening $WS websocket sessions and $POLLING polling-only sessions"
 T_OPEN="$(now_ms)"
+H2_TRANSPORT=websocket
 ((WS > 0)) && launch ws "$WS_PROCS" "$WS" "$WS_NET" --transports polling,websocket --keep-alive 1
+H2_TRANSPORT=polling
 ((POLLING > 0)) && launch polling "$POLL_PROCS" "$POLLING" "$POLL_NET" --transports polling --keep-alive 0
 RSS_MAX="$RSS_IDLE"
 deadline=$(($(now_ms) + CONNECT_TIMEOUT_S * 1000))
@@ -248,6 +293,7 @@ say "Results"
 SCALE_META="$(
 	printf '{"stamp":"%s","date":"%s","machine":%s,"caddy":"%s","revision":"%s","sha256":"%s",' "$STAMP" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
 		"$(machine_info)" "$("$CADDY" version | cut -d' ' -f1)" "$REVISION" "$SUM_CADDY"
+	printf '"protocol":"%s","client":"%s","caddyfile":"%s",' "$PROTOCOL" "$CLIENT" "$CADDYFILE"
 	printf '"requested":{"websocket":%d,"polling":%d},"run":{"websocket":%d,"polling":%d},"scaledDown":%s,"nofile":%d,"caddyNofile":"%s",' \
 		"$REQ_WS" "$REQ_POLLING" "$WS" "$POLLING" "$SCALED" "$NOFILE" "$CADDY_NOFILE"
 	printf '"holdS":%d,"echoEveryS":%d,"openS":%d,"clientProcesses":{"websocket":%d,"polling":%d},"concurrencyPerProcess":%d,' \
@@ -352,7 +398,7 @@ const rows = [
   ["pins", pins ? `${pins.pins} (${Object.entries(pins.by_upstream || {}).map(([k, v]) => `${k} ${v}`).join(", ")})` : "unavailable"],
   ["load average", `${meta.load.start} at the start, ${meta.load.end} at the end`],
 ];
-let md = `Scale run ${meta.stamp} (revision ${meta.revision}): one Caddy with the plugin (bench/e2e-plugin.Caddyfile), three socket.io@4 nodes.\n\n| | |\n|---|---|\n`;
+let md = `Scale run ${meta.stamp} (revision ${meta.revision}): one Caddy with the plugin (${meta.caddyfile}), three socket.io@4 nodes; clients ${meta.client} over ${meta.protocol}.\n\n| | |\n|---|---|\n`;
 for (const [k, v] of rows) md += `| ${k} | ${v} |\n`;
 md += `| verdict | ${result.ok ? "PASS" : "FAIL"}${meta.scaledDown ? " at the scaled-down size" : ""}${problems.length ? ": " + problems.join("; ") : ""} |\n`;
 fs.writeFileSync(process.env.SCALE_RESULT_FILE.replace(/\.json$/, ".md"), md);
