@@ -193,15 +193,16 @@ CLIENTS=()
 CPU_PIDS="caddy:$CADDY_PID,nodes:$(pid_of node1),nodes:$(pid_of node2),nodes:$(pid_of node3)"
 # launch KIND PROCS TOTAL NET ARGS...: PROCS client processes sharing TOTAL sessions
 launch() {
-	local kind="$1" procs="$2" total="$3" net="$4" k count off=0
+	local kind="$1" procs="$2" total="$3" net="$4" k count off=0 h2transport=websocket
 	shift 4
+	[[ "$kind" == polling ]] && h2transport=polling
 	for ((k = 0; k < procs; k++)); do
 		count=$(((total + k) / procs)) # an even split
 		((count > 0)) || continue
 		if [[ "$H2" == 1 ]]; then
 			# one source network per process: its client pools dial from 127.NET+k.x.y
 			start "clients-$kind-$k" "$LOGDIR/clients-$kind-$k.out" "$H2LOAD" -url "$SITE/socket.io/" -ca "$CA" \
-				-transport "$H2_TRANSPORT" -count "$count" -concurrency "$CONC" -addr-net $((net + k)) \
+				-transport "$h2transport" -count "$count" -concurrency "$CONC" -addr-net $((net + k)) \
 				-hold $((CONNECT_TIMEOUT_S + HOLD_S + 120))s -echo-every "${ECHO_EVERY_S}s" \
 				-timeout "${SESSION_TIMEOUT_S}s" -max $((CONNECT_TIMEOUT_S + HOLD_S + 180))s
 			CLIENTS+=("clients-$kind-$k")
@@ -217,9 +218,7 @@ launch() {
 }
 say "Opening $WS websocket sessions and $POLLING polling-only sessions"
 T_OPEN="$(now_ms)"
-H2_TRANSPORT=websocket
 ((WS > 0)) && launch ws "$WS_PROCS" "$WS" "$WS_NET" --transports polling,websocket --keep-alive 1
-H2_TRANSPORT=polling
 ((POLLING > 0)) && launch polling "$POLL_PROCS" "$POLLING" "$POLL_NET" --transports polling --keep-alive 0
 RSS_MAX="$RSS_IDLE"
 deadline=$(($(now_ms) + CONNECT_TIMEOUT_S * 1000))

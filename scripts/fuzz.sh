@@ -2,7 +2,8 @@
 # Run every Go fuzz target of the module briefly, one after the other.
 #   scripts/fuzz.sh [FUZZTIME]     (default 500000x per target; also read from $FUZZTIME)
 # FUZZTIME is anything `go test -fuzztime` takes: an execution count ("500000x",
-# the default, what CI uses) or a duration ("30s", for a longer local run).
+# the default; .ci/run passes 300000x) or a duration ("30s", for a longer local
+# run).
 #
 # Why counts by default: Go 1.26's fuzz coordinator races its own -fuzztime
 # deadline (golang/go#75804, fixed in Go 1.27). When the duration ends while a

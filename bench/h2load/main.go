@@ -31,6 +31,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	mrand "math/rand/v2"
 	"net"
@@ -139,7 +140,7 @@ func (r *run) main(release <-chan os.Signal) {
 			defer mu.Unlock()
 			if err != nil {
 				failed++
-				r.count(r.errors, err.Error())
+				r.fail(err.Error())
 				s.close()
 				return
 			}
@@ -186,7 +187,7 @@ func (r *run) main(release <-chan os.Signal) {
 	}
 	r.mu.Lock()
 	r.holding = false
-	disconnects := maps(r.disconnects)
+	disconnects := maps.Clone(r.disconnects)
 	r.mu.Unlock()
 	r.emit(map[string]any{
 		"event": "result", "mode": "hold", "client": "bench/h2load", "protocol": "HTTP/2", "transport": *transport,
@@ -203,10 +204,11 @@ func (r *run) main(release <-chan os.Signal) {
 	}
 }
 
-func (r *run) count(m map[string]int, key string) {
+// fail counts an error by its message.
+func (r *run) fail(msg string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	m[key]++
+	r.errors[msg]++
 }
 
 // lost records a session that ended during the hold.
@@ -221,15 +223,7 @@ func (r *run) lost(reason string) {
 func (r *run) errorsCopy() map[string]int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return maps(r.errors)
-}
-
-func maps(m map[string]int) map[string]int {
-	out := make(map[string]int, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(r.errors)
 }
 
 func (r *run) emit(v any) {
@@ -616,16 +610,16 @@ func (s *session) echo(stop <-chan struct{}) {
 		switch {
 		case !ok:
 			s.r.echoFailed.Add(1)
-			s.r.count(s.r.errors, "echo: socket has been disconnected")
+			s.r.fail("echo: socket has been disconnected")
 		case got != want:
 			s.r.echoFailed.Add(1)
-			s.r.count(s.r.errors, "bad echo payload")
+			s.r.fail("bad echo payload")
 		default:
 			s.r.echoOK.Add(1)
 		}
 	case <-time.After(*timeout):
 		s.r.echoFailed.Add(1)
-		s.r.count(s.r.errors, "echo: operation has timed out")
+		s.r.fail("echo: operation has timed out")
 	case <-stop:
 	}
 	s.mu.Lock()
