@@ -9,4 +9,5 @@ package caddysocketio
 import (
 	// the modules register themselves
 	_ "github.com/caddy-socketio/caddy-socketio/module"
+	_ "github.com/caddy-socketio/caddy-socketio/selection"
 )

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/caddy-socketio/caddy-socketio/internal/store"
 	"github.com/caddyserver/caddy/v2"
 )
 
@@ -58,14 +59,10 @@ func (adminSessions) handleSessions(w http.ResponseWriter, r *http.Request) erro
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method not allowed")}
 	}
 	report := sessionsReport{ByUpstream: map[string]int{}}
-	sessions.Range(func(_, val any) bool {
-		st, ok := val.(*sharedSessions)
-		if !ok {
-			return true
-		}
-		stats := st.store.Stats()
-		ttl, capacity := st.store.Limits()
-		live, tombstones := st.store.Census()
+	store.Range(func(_ string, st store.Store) bool {
+		stats := st.Stats()
+		ttl, capacity := st.Limits()
+		live, tombstones := st.Census()
 		report = sessionsReport{
 			Loaded: true, TTL: ttl.String(), MaxSessions: capacity,
 			Pins: stats.Pins, Tombstones: tombstones, ByUpstream: live,

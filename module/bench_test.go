@@ -1,7 +1,6 @@
 package module
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,9 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-
+	"github.com/caddy-socketio/caddy-socketio/internal/handoff"
+	"github.com/caddy-socketio/caddy-socketio/selection"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
@@ -28,34 +26,20 @@ const (
 	benchUnknownSID = "Qk2vX0aPcLm9TzR1AAAB"
 )
 
-// benchLogger is a logger at Caddy's default level (INFO), writing
-// nowhere. Provisioned without a config, modules get zap's development
-// logger (DEBUG), which would measure the debug logs of every request.
-func benchLogger() *zap.Logger {
-	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
-	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(io.Discard), zapcore.InfoLevel))
-}
-
-// benchProvisioned returns a socketio policy provisioned as Caddy does it
-// (default fallback: client_ip_hash, the process's shared pin store), with
-// a TTL long enough that no pin expires while the benchmarks run.
-func benchProvisioned(b *testing.B) *SocketIOSelection {
+// benchPolicy returns a socketio policy provisioned as Caddy does it
+// (default fallback: client_ip_hash, the process's store), with a TTL long
+// enough that no pin expires while the benchmarks run, and logging at
+// Caddy's default level (INFO): provisioned without a config, modules get
+// zap's development logger (DEBUG), which would measure the debug logs of
+// every request. It loads an empty Caddy config for that.
+func benchPolicy(b *testing.B) *testPolicy {
 	b.Helper()
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	b.Cleanup(cancel)
-	p := &SocketIOSelection{TTL: caddy.Duration(time.Hour)}
-	if err := p.Provision(ctx); err != nil {
+	cfg := `{"admin":{"disabled":true},"logging":{"logs":{"default":{"level":"INFO","writer":{"output":"discard"}}}}}`
+	if err := caddy.Load([]byte(cfg), true); err != nil {
 		b.Fatal(err)
 	}
-	if err := p.Validate(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = p.Cleanup() })
-	p.logger = benchLogger()
-	if _, ok := p.fallback.(*reverseproxy.ClientIPHashSelection); !ok {
-		b.Fatalf("default fallback is %T, want client_ip_hash", p.fallback)
-	}
-	return p
+	b.Cleanup(func() { _ = caddy.Stop() })
+	return provisionPolicyIn(b, caddy.ActiveContext(), &selection.SocketIOSelection{TTL: caddy.Duration(time.Hour)})
 }
 
 // benchPool returns n upstreams as reverse_proxy builds them from a static
@@ -66,63 +50,6 @@ func benchPool(n int) reverseproxy.UpstreamPool {
 		dials[i] = fmt.Sprintf("10.0.0.%d:3000", i+1)
 	}
 	return testPool(dials...)
-}
-
-// BenchmarkSelect runs the same request through the socketio policy and
-// through Caddy's client_ip_hash and round_robin, for pools of 3, 10 and
-// 100 upstreams. Cases:
-//
-//   - sid_hit: the sid is pinned to an available upstream, the last one
-//     of the pool (the worst case of the owner's linear search);
-//   - sid_miss: the sid is pinned nowhere: client-IP hashing;
-//   - handshake: no sid, so the fallback (client_ip_hash) places it.
-//
-// The request is built once, with the context Caddy's server gives it (a
-// vars map holding the client IP, without port, as Caddy stores it).
-func BenchmarkSelect(b *testing.B) {
-	cases := []struct{ name, target string }{
-		{"sid_hit", "/socket.io/?EIO=4&transport=polling&t=PabcXYZ&sid=" + benchPinnedSID},
-		{"sid_miss", "/socket.io/?EIO=4&transport=polling&t=PabcXYZ&sid=" + benchUnknownSID},
-		{"handshake", "/socket.io/?EIO=4&transport=polling&t=PabcXYZ"},
-	}
-	for _, n := range []int{3, 10, 100} {
-		b.Run(fmt.Sprintf("upstreams=%d", n), func(b *testing.B) {
-			pool := benchPool(n)
-			socketio := benchProvisioned(b)
-			socketio.sessions.store.Pin(benchPinnedSID, pool[n-1].Dial, 0)
-			if owners := lookupDials(socketio, benchPinnedSID); len(owners) != 1 {
-				b.Fatalf("pinned sid has owners %v, want exactly one", owners)
-			}
-			policies := []struct {
-				name   string
-				policy reverseproxy.Selector
-			}{
-				{"socketio", socketio},
-				{"client_ip_hash", new(reverseproxy.ClientIPHashSelection)},
-				{"round_robin", new(reverseproxy.RoundRobinSelection)},
-			}
-			for _, p := range policies {
-				b.Run("policy="+p.name, func(b *testing.B) {
-					for _, c := range cases {
-						b.Run("case="+c.name, func(b *testing.B) {
-							r := newRequest(http.MethodGet, c.target, benchClientIP)
-							if p.name == "socketio" && c.name == "sid_hit" {
-								if got := p.policy.Select(pool, r, nil); got != pool[n-1] {
-									b.Fatalf("pinned sid routed to %v, want its owner %s", got, pool[n-1].Dial)
-								}
-							}
-							b.ReportAllocs()
-							for b.Loop() {
-								if p.policy.Select(pool, r, nil) == nil {
-									b.Fatal("no upstream selected")
-								}
-							}
-						})
-					}
-				})
-			}
-		})
-	}
 }
 
 // discardWriter is a reusable http.ResponseWriter that keeps nothing, so
@@ -158,7 +85,7 @@ const benchPOSTPayload = `42["chat","hello"]`
 //     that next reads, as reverse_proxy would;
 //   - non_engineio: a request outside the handler's path.
 //
-// Each iteration deletes the exchange variable the handler stores in the
+// Each iteration deletes the handoff variable the handler stores in the
 // request's vars, so that every iteration inserts it anew as a fresh
 // request would, and rewinds a POST's body (both in both variants).
 func BenchmarkHandler(b *testing.B) {
@@ -168,10 +95,10 @@ func BenchmarkHandler(b *testing.B) {
 		{"non_engineio", http.MethodGet, "/api/items?x=1"},
 	}
 	pool := benchPool(3)
-	policy := benchProvisioned(b)
-	policy.sessions.store.Pin(benchPinnedSID, pool[2].Dial, 0)
+	policy := benchPolicy(b)
+	policy.pin(benchPinnedSID, pool[2].Dial)
 	h := &Handler{}
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	ctx, cancel := caddy.NewContext(caddy.ActiveContext())
 	defer cancel()
 	if err := h.Provision(ctx); err != nil {
 		b.Fatal(err)
@@ -179,7 +106,6 @@ func BenchmarkHandler(b *testing.B) {
 	if err := h.Validate(); err != nil {
 		b.Fatal(err)
 	}
-	h.logger = benchLogger()
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		if policy.Select(pool, r, w) == nil {
 			return fmt.Errorf("no upstream selected")
@@ -208,7 +134,7 @@ func BenchmarkHandler(b *testing.B) {
 					// rewind the request as a new one: no exchange yet, and
 					// a POST's body unread
 					reset := func() {
-						delete(vars, exchangeVar)
+						delete(vars, handoff.VarKey)
 						if c.method == http.MethodPost {
 							body.Reset(benchPOSTPayload)
 							r.Body, r.ContentLength = body, int64(len(benchPOSTPayload))
@@ -222,7 +148,7 @@ func BenchmarkHandler(b *testing.B) {
 					if err := serve(); err != nil || w.status != http.StatusOK {
 						b.Fatalf("status %d, error %v", w.status, err)
 					}
-					if _, learning := vars[exchangeVar]; learning != (withHandler && c.name != "non_engineio") {
+					if _, learning := vars[handoff.VarKey]; learning != (withHandler && c.name != "non_engineio") {
 						b.Fatalf("exchange attached: %v", learning)
 					}
 					b.ReportAllocs()

@@ -1,3 +1,11 @@
+// Package module is the `socketio` HTTP handler (http.handlers.socketio)
+// and the admin API module (admin.api.socketio) of caddy-socketio.
+//
+// handler.go and caddyfile.go are the handler; response.go watches the
+// responses it learns from (a handshake's sid, a "Session ID unknown");
+// body.go reads polling POST bodies before they are proxied; admin.go
+// serves GET /socketio/sessions. What the handler tells the selection
+// policy goes through internal/handoff.
 package module
 
 import (
@@ -14,7 +22,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
-	"github.com/caddy-socketio/caddy-socketio/selection/engineio"
+	"github.com/caddy-socketio/caddy-socketio/internal/engineio"
 )
 
 func init() {
@@ -159,7 +167,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		defer ex.releaseBody()
 	}
-	caddyhttp.SetVar(r.Context(), exchangeVar, ex)
 	if err := next.ServeHTTP(ex, r); err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package module
 import (
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,24 +14,62 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
+	"github.com/caddy-socketio/caddy-socketio/internal/store"
+	"github.com/caddy-socketio/caddy-socketio/internal/store/memory"
 	"github.com/caddy-socketio/caddy-socketio/selection"
-	"github.com/caddy-socketio/caddy-socketio/selection/pins"
 )
 
 const openPacket = `0{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}`
 
-// testPolicy returns a socketio policy on the process's pin store whose
-// fallback always picks the first upstream.
-func testPolicy(t *testing.T) *SocketIOSelection {
-	t.Helper()
-	s := &SocketIOSelection{logger: zap.NewNop(), fallback: reverseproxy.FirstSelection{}}
-	s.sessions = acquireSessions()
-	t.Cleanup(releaseSessions)
-	return s
+// testPolicy is the socketio selection policy as Caddy provisions it,
+// with a fallback that always picks the first upstream, and a handle on
+// the process's store, where it keeps its pins.
+type testPolicy struct {
+	*selection.SocketIOSelection
+	store *store.Handle
 }
+
+func newTestPolicy(t testing.TB) *testPolicy {
+	t.Helper()
+	return provisionPolicy(t, &selection.SocketIOSelection{FallbackRaw: json.RawMessage(`{"policy":"first"}`)})
+}
+
+// provisionPolicy provisions p as Caddy does and opens a handle on the
+// store it uses; both are released when the test ends.
+func provisionPolicy(t testing.TB, p *selection.SocketIOSelection) *testPolicy {
+	t.Helper()
+	return provisionPolicyIn(t, caddy.Context{Context: context.Background()}, p)
+}
+
+// provisionPolicyIn is provisionPolicy in a context derived from parent.
+func provisionPolicyIn(t testing.TB, parent caddy.Context, p *selection.SocketIOSelection) *testPolicy {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(parent)
+	t.Cleanup(cancel)
+	if err := p.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Cleanup() })
+	st, err := store.Acquire(memory.ProcessKey, memory.Open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	return &testPolicy{SocketIOSelection: p, store: st}
+}
+
+// pin pins sid to dial, as a handshake answered by dial would.
+func (p *testPolicy) pin(sid, dial string) { p.store.Pin(sid, dial, 0) }
+
+// pins counts the pins of the store.
+func (p *testPolicy) pins() int { return p.store.Stats().Pins }
 
 func testHandler(t *testing.T) *Handler {
 	t.Helper()
@@ -57,7 +96,7 @@ func newRequest(method, target, clientIP string) *http.Request {
 // fakeProxy stands in for reverse_proxy: it asks the policy for an
 // upstream, then writes the response it was given in chunks.
 type fakeProxy struct {
-	policy *SocketIOSelection
+	policy reverseproxy.Selector
 	pool   reverseproxy.UpstreamPool
 	status int
 	chunks []string
@@ -108,10 +147,10 @@ func (w *watchingWriter) Flush() {
 
 // lookupDials returns the upstreams the pins of sid route to (tombstones
 // left out).
-func lookupDials(s *SocketIOSelection, sid string) []string {
-	var buf [pins.MaxOwners]pins.Owner
+func (p *testPolicy) lookupDials(sid string) []string {
+	var buf [store.MaxOwners]store.Owner
 	var out []string
-	for _, o := range s.sessions.store.Lookup(sid, buf[:0]) {
+	for _, o := range p.store.Lookup(sid, buf[:0]) {
 		if !o.Gone {
 			out = append(out, o.Dial)
 		}
@@ -218,7 +257,7 @@ func TestHandlerNormalizesUpgrade(t *testing.T) {
 
 func TestHandlerLearnsBeforeReleasing(t *testing.T) {
 	h := testHandler(t)
-	policy := testPolicy(t)
+	policy := newTestPolicy(t)
 	pool := testPool("a:1", "b:1")
 
 	// the handshake is placed on b:1 (the fake proxy offers only b:1)
@@ -226,7 +265,7 @@ func TestHandlerLearnsBeforeReleasing(t *testing.T) {
 	next := &fakeProxy{policy: policy, pool: pool[1:], status: 200, chunks: chunks}
 	rec := &watchingWriter{ResponseRecorder: httptest.NewRecorder()}
 	var pinnedAtFirstByte []string
-	rec.onFirstByte = func() { pinnedAtFirstByte = lookupDials(policy, "lv_VI97HAXpY6yYWAAAC") }
+	rec.onFirstByte = func() { pinnedAtFirstByte = policy.lookupDials("lv_VI97HAXpY6yYWAAAC") }
 
 	r := newRequest(http.MethodGet, "/socket.io/?EIO=4&transport=polling&t=abc", "10.0.0.7")
 	if err := h.ServeHTTP(rec, r, next); err != nil {
@@ -252,11 +291,11 @@ func TestHandlerLearnsBeforeReleasing(t *testing.T) {
 
 func TestHandlerPassesThrough(t *testing.T) {
 	h := testHandler(t)
-	policy := testPolicy(t)
+	policy := newTestPolicy(t)
 	pool := testPool("a:1")
 	tests := []struct {
 		name   string
-		policy *SocketIOSelection
+		policy reverseproxy.Selector
 		status int
 		body   string
 	}{
@@ -269,7 +308,7 @@ func TestHandlerPassesThrough(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := policy.sessions.store.Len()
+			before := policy.pins()
 			next := &fakeProxy{policy: tt.policy, pool: pool, status: tt.status, chunks: []string{tt.body}}
 			if len(tt.body) > 100 {
 				next.chunks = []string{tt.body[:100], tt.body[100:5000], tt.body[5000:]}
@@ -282,7 +321,7 @@ func TestHandlerPassesThrough(t *testing.T) {
 			if rec.Code != tt.status || rec.Body.String() != tt.body {
 				t.Fatalf("client got %d %q, want %d %q", rec.Code, trunc(rec.Body.String()), tt.status, trunc(tt.body))
 			}
-			if after := policy.sessions.store.Len(); after != before {
+			if after := policy.pins(); after != before {
 				t.Fatalf("pins went from %d to %d", before, after)
 			}
 		})
@@ -291,7 +330,7 @@ func TestHandlerPassesThrough(t *testing.T) {
 
 func TestHandlerReadFrom(t *testing.T) {
 	h := testHandler(t)
-	policy := testPolicy(t)
+	policy := newTestPolicy(t)
 	pool := testPool("c:1")
 	const body = `0{"sid":"readFromPath00000000","upgrades":[]}`
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
@@ -307,14 +346,14 @@ func TestHandlerReadFrom(t *testing.T) {
 	if rec.Body.String() != body {
 		t.Fatalf("body %q", rec.Body.String())
 	}
-	if got := lookupDials(policy, "readFromPath00000000"); len(got) != 1 || got[0] != "c:1" {
+	if got := policy.lookupDials("readFromPath00000000"); len(got) != 1 || got[0] != "c:1" {
 		t.Fatalf("pins = %v, want [c:1]", got)
 	}
 }
 
 func TestHandlerDropsDisownedPins(t *testing.T) {
 	h := testHandler(t)
-	policy := testPolicy(t)
+	policy := newTestPolicy(t)
 	pool := testPool("a:1", "b:1")
 	tests := []struct {
 		name     string
@@ -329,7 +368,7 @@ func TestHandlerDropsDisownedPins(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			sid := "disown" + strings.Repeat("x", 10) + string(rune('a'+i))
-			policy.sessions.store.Pin(sid, "b:1", 0)
+			policy.pin(sid, "b:1")
 			next := &fakeProxy{policy: policy, pool: pool, status: tt.status, chunks: []string{tt.body}}
 			rec := httptest.NewRecorder()
 			r := newRequest(http.MethodPost, "/socket.io/?EIO=4&transport=polling&sid="+sid, "10.0.0.1")
@@ -342,7 +381,7 @@ func TestHandlerDropsDisownedPins(t *testing.T) {
 			if rec.Body.String() != tt.body {
 				t.Fatalf("body %q", rec.Body.String())
 			}
-			if got := lookupDials(policy, sid); len(got) != tt.wantPins {
+			if got := policy.lookupDials(sid); len(got) != tt.wantPins {
 				t.Fatalf("pins after %d %s: %v, want %d", tt.status, tt.body, got, tt.wantPins)
 			}
 		})
@@ -355,12 +394,21 @@ func addressHashingTo(t *testing.T, pool reverseproxy.UpstreamPool, want int) st
 	t.Helper()
 	for i := 1; i < 255; i++ {
 		ip := fmt.Sprintf("10.9.0.%d", i)
-		if selection.Hash(upstreamPool(pool), ip) == want {
+		if selection.Hash(selectionPool(pool), ip) == want {
 			return ip
 		}
 	}
 	t.Fatal("no address hashes to the wanted upstream")
 	return ""
+}
+
+// selectionPool describes a Caddy pool to the policy's routing rules.
+func selectionPool(pool reverseproxy.UpstreamPool) selection.Pool[*reverseproxy.Upstream] {
+	return selection.Pool[*reverseproxy.Upstream]{
+		Upstreams: pool,
+		Dial:      func(u *reverseproxy.Upstream) string { return u.Dial },
+		Available: func(u *reverseproxy.Upstream) bool { return u.Available() },
+	}
 }
 
 func trunc(s string) string {
@@ -375,7 +423,7 @@ func v3Packet(p string) string { return fmt.Sprintf("%d:%s", len(p), p) }
 
 func TestHandlerLearnsEveryFraming(t *testing.T) {
 	h := testHandler(t)
-	policy := testPolicy(t)
+	policy := newTestPolicy(t)
 	pool := testPool("a:1")
 	gz := func(s string) string {
 		var b strings.Builder
@@ -418,7 +466,7 @@ func TestHandlerLearnsEveryFraming(t *testing.T) {
 			if rec.Body.String() != tt.body {
 				t.Fatalf("client got %q, want the backend's bytes", rec.Body.String())
 			}
-			pinned := len(lookupDials(policy, tt.wantSID)) == 1
+			pinned := len(policy.lookupDials(tt.wantSID)) == 1
 			if pinned != tt.wantPin {
 				t.Fatalf("pinned %q = %v, want %v", tt.wantSID, pinned, tt.wantPin)
 			}
@@ -475,9 +523,9 @@ func (b *failingBody) Close() error { return nil }
 func TestHandlerReadsPostBodies(t *testing.T) {
 	h := testHandler(t)
 	h.MaxBody = 1000
-	policy := testPolicy(t)
+	policy := newTestPolicy(t)
 	pool := testPool("a:1")
-	policy.sessions.store.Pin("postBody000000000000", "a:1", 0)
+	policy.pin("postBody000000000000", "a:1")
 	const target = "/socket.io/?EIO=4&transport=polling&sid=postBody000000000000"
 
 	t.Run("ok/body reaches the backend whole, with its length", func(t *testing.T) {
@@ -540,7 +588,7 @@ func TestHandlerReadsPostBodies(t *testing.T) {
 
 func TestHandlerNoResponse(t *testing.T) {
 	h := testHandler(t)
-	policy := testPolicy(t)
+	policy := newTestPolicy(t)
 	pool := testPool("a:1")
 	// reverse_proxy writes nothing when an upstream answers a polling
 	// request with a 101 it was not asked for
@@ -569,10 +617,10 @@ func TestHandlerPassesNonEngineIOUnderPath(t *testing.T) {
 // between the two (by another handler) is routed by what it says now.
 func TestPolicyRereadsRewrittenQuery(t *testing.T) {
 	h := testHandler(t)
-	policy := testPolicy(t)
+	policy := newTestPolicy(t)
 	pool := testPool("a:1", "b:1")
-	policy.sessions.store.Pin("originalSid000000000", "a:1", 0)
-	policy.sessions.store.Pin("rewrittenSid00000000", "b:1", 0)
+	policy.pin("originalSid000000000", "a:1")
+	policy.pin("rewrittenSid00000000", "b:1")
 	r := newRequest(http.MethodGet, "/socket.io/?EIO=4&transport=polling&sid=originalSid000000000", "10.0.0.1")
 	var got *reverseproxy.Upstream
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {

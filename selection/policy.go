@@ -1,10 +1,9 @@
-package module
+package selection
 
 import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -16,9 +15,10 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
-	"github.com/caddy-socketio/caddy-socketio/selection"
-	"github.com/caddy-socketio/caddy-socketio/selection/engineio"
-	"github.com/caddy-socketio/caddy-socketio/selection/pins"
+	"github.com/caddy-socketio/caddy-socketio/internal/engineio"
+	"github.com/caddy-socketio/caddy-socketio/internal/handoff"
+	"github.com/caddy-socketio/caddy-socketio/internal/store"
+	"github.com/caddy-socketio/caddy-socketio/internal/store/memory"
 )
 
 func init() {
@@ -77,7 +77,7 @@ type SocketIOSelection struct {
 	MaxSessions int `json:"max_sessions,omitempty"`
 
 	fallback reverseproxy.Selector
-	sessions *sharedSessions
+	store    *store.Handle
 	dials    []string
 	logger   *zap.Logger
 	released bool // Cleanup ran
@@ -100,10 +100,10 @@ func (*SocketIOSelection) CaddyModule() caddy.ModuleInfo {
 func (s *SocketIOSelection) Provision(ctx caddy.Context) error {
 	s.logger = ctx.Logger()
 	if s.TTL == 0 {
-		s.TTL = caddy.Duration(pins.DefaultTTL)
+		s.TTL = caddy.Duration(store.DefaultTTL)
 	}
 	if s.MaxSessions == 0 {
-		s.MaxSessions = pins.DefaultCapacity
+		s.MaxSessions = store.DefaultCapacity
 	}
 	if s.FallbackRaw == nil {
 		s.FallbackRaw = caddyconfig.JSONModuleObject(reverseproxy.ClientIPHashSelection{}, "policy", "client_ip_hash", nil)
@@ -121,9 +121,12 @@ func (s *SocketIOSelection) Provision(ctx caddy.Context) error {
 		}
 		s.checkHealthChecks(proxy)
 	}
-	s.sessions = acquireSessions()
-	s.sessions.store.Acquire(s.dials)
-	s.sessions.register(s, limits{ttl: time.Duration(s.TTL), capacity: s.MaxSessions})
+	s.store, err = store.Acquire(memory.ProcessKey, memory.Open)
+	if err != nil {
+		return fmt.Errorf("opening the session store: %v", err)
+	}
+	s.store.Acquire(s.dials)
+	s.store.SetLimits(s, store.Limits{TTL: time.Duration(s.TTL), Capacity: s.MaxSessions})
 	return nil
 }
 
@@ -192,23 +195,31 @@ func (s *SocketIOSelection) Validate() error {
 // through this policy, so the store stays reachable; it only stops being
 // swept once no policy holds it.
 func (s *SocketIOSelection) Cleanup() error {
-	if s.sessions == nil || s.released {
+	if s.store == nil || s.released {
 		return nil
 	}
 	s.released = true
-	s.sessions.unregister(s)
-	s.sessions.store.Release(s.dials)
-	releaseSessions()
+	s.store.ClearLimits(s)
+	s.store.Release(s.dials)
+	s.store.Close()
 	return nil
 }
 
 // Select returns the upstream that must serve r, or nil if none may.
 func (s *SocketIOSelection) Select(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) *reverseproxy.Upstream {
-	ex := exchangeFrom(r)
-	up, route := s.choose(pool, r, w, ex)
-	if ex != nil {
-		ex.policy, ex.upstream, ex.route = s, up, route
+	up, _ := s.selectRoute(pool, r, w)
+	return up
+}
+
+// selectRoute is Select, also saying which route it took.
+func (s *SocketIOSelection) selectRoute(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) (*reverseproxy.Upstream, Route) {
+	ho := handoff.From(r)
+	up, route := s.choose(pool, r, w, ho)
+	dial := ""
+	if up != nil {
+		dial = up.Dial
 	}
+	ho.Choose(s.store, dial, route == RouteOwner)
 	if c := s.logger.Check(zapcore.DebugLevel, "selected upstream"); c != nil {
 		fields := []zap.Field{zap.Stringer("route", route)}
 		if up != nil {
@@ -216,60 +227,57 @@ func (s *SocketIOSelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 		}
 		c.Write(fields...)
 	}
-	return up
+	return up, route
 }
 
-func (s *SocketIOSelection) choose(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, ex *exchange) (*reverseproxy.Upstream, selection.Route) {
-	var q engineio.Query
-	if ex != nil && ex.rawQuery == r.URL.RawQuery {
-		// the handler parsed this very query
-		q = ex.query
-	} else {
+func (s *SocketIOSelection) choose(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, ho *handoff.Handoff) (*reverseproxy.Upstream, Route) {
+	q, parsed := ho.Query(r)
+	if !parsed {
 		var err error
 		if q, err = engineio.ParseQuery(r.URL.RawQuery); err != nil {
 			if !engineio.ClaimsEngineIO(r.URL.RawQuery) {
 				// an application's own request with an odd "sid"
-				return s.fallback.Select(pool, r, w), selection.RouteNew
+				return s.fallback.Select(pool, r, w), RouteNew
 			}
 			// ambiguous or malformed Engine.IO: the handler answers 400
 			// for these; on its own the policy must not guess which node
 			// to send it to
-			return nil, selection.RouteRefused
+			return nil, RouteRefused
 		}
 	}
 	if !q.IsEngineIO() || q.SID == "" {
-		if q.IsEngineIO() && q.Transport == engineio.TransportPolling && ex == nil {
+		if q.IsEngineIO() && q.Transport == engineio.TransportPolling && ho == nil {
 			s.warnNoLearning()
 		}
-		return s.fallback.Select(pool, r, w), selection.RouteNew
+		return s.fallback.Select(pool, r, w), RouteNew
 	}
 	p := upstreamPool(pool)
-	var buf [pins.MaxOwners]pins.Owner
-	owners := s.sessions.store.Lookup(q.SID, buf[:0])
+	var buf [store.MaxOwners]store.Owner
+	owners := s.store.Lookup(q.SID, buf[:0])
 	var client uint64
 	if len(owners) > 1 {
-		client = pins.ClientHash(clientIP(r))
+		client = store.ClientHash(handoff.ClientIP(r))
 	}
-	i, o, route := selection.Owner(p, owners, client)
+	i, o, route := Owner(p, owners, client)
 	switch route {
-	case selection.RouteOwner:
-		s.sessions.store.Touch(owners[o])
+	case RouteOwner:
+		s.store.Touch(owners[o])
 		return pool[i], route
-	case selection.RouteOwnerDown:
+	case RouteOwnerDown:
 		// the client gives up on a session after one failed request, so
 		// the session is over: keep its pin as a tombstone, so that a
 		// retry (Select runs again) or a late request fails the same way
 		// even if the owner comes back
-		s.sessions.store.Drop(owners[o])
+		s.store.Drop(owners[o])
 		return nil, route
-	case selection.RouteUnknown:
-		ip := clientIP(r)
-		if len(owners) > 0 && selection.Departed(owners, pins.ClientHash(ip)) >= 0 {
+	case RouteUnknown:
+		ip := handoff.ClientIP(r)
+		if len(owners) > 0 && Departed(owners, store.ClientHash(ip)) >= 0 {
 			// its owner was just removed from this pool; the pin becomes
 			// a tombstone when the old configuration is cleaned up
-			return nil, selection.RouteOwnerDown
+			return nil, RouteOwnerDown
 		}
-		if i = selection.Hash(p, ip); i >= 0 {
+		if i = Hash(p, ip); i >= 0 {
 			return pool[i], route
 		}
 		return nil, route
@@ -292,42 +300,12 @@ func (s *SocketIOSelection) warnNoLearning() {
 	})
 }
 
-// pin records that upstream minted sid for the client of r.
-func (s *SocketIOSelection) pin(sid string, upstream *reverseproxy.Upstream, r *http.Request) pins.PinResult {
-	return s.sessions.store.Pin(sid, upstream.Dial, pins.ClientHash(clientIP(r)))
-}
-
-// drop ends the pin of sid to upstream: the owner no longer knows it.
-func (s *SocketIOSelection) drop(sid string, upstream *reverseproxy.Upstream) bool {
-	return s.sessions.store.DropDial(sid, upstream.Dial)
-}
-
-func upstreamPool(pool reverseproxy.UpstreamPool) selection.Pool[*reverseproxy.Upstream] {
-	return selection.Pool[*reverseproxy.Upstream]{Upstreams: pool, Dial: upstreamDial, Available: upstreamAvailable}
+func upstreamPool(pool reverseproxy.UpstreamPool) Pool[*reverseproxy.Upstream] {
+	return Pool[*reverseproxy.Upstream]{Upstreams: pool, Dial: upstreamDial, Available: upstreamAvailable}
 }
 
 func upstreamDial(u *reverseproxy.Upstream) string    { return u.Dial }
 func upstreamAvailable(u *reverseproxy.Upstream) bool { return u.Available() }
-
-// clientIP returns the client address Caddy determined for r (honouring
-// trusted_proxies), without a port, the same key client_ip_hash hashes.
-func clientIP(r *http.Request) string {
-	addr, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-	if addr == "" {
-		addr = r.RemoteAddr
-	}
-	// strip a port without allocating (net.SplitHostPort allocates an
-	// error for the usual port-less value)
-	switch {
-	case strings.HasPrefix(addr, "["):
-		if end := strings.IndexByte(addr, ']'); end > 0 {
-			return addr[1:end]
-		}
-	case strings.Count(addr, ":") == 1:
-		return addr[:strings.IndexByte(addr, ':')]
-	}
-	return addr
-}
 
 // Interface guards
 var (

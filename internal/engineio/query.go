@@ -12,13 +12,6 @@ import (
 	"strings"
 )
 
-// MaxSIDLength is the longest session id accepted in a request, in bytes
-// after percent-decoding. Real servers mint 20 (Node, python-engineio),
-// 24 (zishang520), 32 (old python-engineio) or 36 (UUIDs) characters; the
-// bound leaves room for custom generateId functions while keeping a hostile
-// client from making the pin store hash or copy kilobytes.
-const MaxSIDLength = 128
-
 // Transport is the value of the transport query parameter.
 type Transport uint8
 
@@ -71,9 +64,6 @@ func (q Query) IsEngineIO() bool {
 // is malformed and must not be routed by its session id.
 var (
 	ErrRepeatedParam = errors.New("engine.io parameter repeated")
-	ErrEmptySID      = errors.New("empty sid")
-	ErrSIDTooLong    = errors.New("sid too long")
-	ErrSIDInvalid    = errors.New("sid contains invalid characters")
 	ErrBadEIO        = errors.New("invalid EIO protocol version")
 )
 
@@ -95,16 +85,8 @@ func ParseQuery(raw string) (Query, error) {
 	var q Query
 	var seenEIO, seenTransport, seenSID bool
 	for raw != "" {
-		var pair string
-		pair, raw, _ = strings.Cut(raw, "&")
-		key, val, _ := strings.Cut(pair, "=")
-		if needsUnescape(key) {
-			// servers decode keys too: "%73id" is a sid to Node, Go and
-			// Python alike, so it must be one here
-			if k, err := url.QueryUnescape(key); err == nil {
-				key = k
-			}
-		}
+		var key, val string
+		key, val, raw = nextParam(raw)
 		switch key {
 		case "EIO":
 			if seenEIO {
@@ -152,14 +134,8 @@ func ParseQuery(raw string) (Query, error) {
 func ClaimsEngineIO(raw string) bool {
 	var eio, transport bool
 	for raw != "" && !(eio && transport) {
-		var pair string
-		pair, raw, _ = strings.Cut(raw, "&")
-		key, _, _ := strings.Cut(pair, "=")
-		if needsUnescape(key) {
-			if k, err := url.QueryUnescape(key); err == nil {
-				key = k
-			}
-		}
+		var key string
+		key, _, raw = nextParam(raw)
 		switch key {
 		case "EIO":
 			eio = true
@@ -168,6 +144,22 @@ func ClaimsEngineIO(raw string) bool {
 		}
 	}
 	return eio && transport
+}
+
+// nextParam splits the first key=value pair off a raw query and returns
+// its key, percent-decoded (servers decode keys too: "%73id" is a sid to
+// Node, Go and Python alike, so it must be one here), its raw value, and
+// the rest of the query.
+func nextParam(raw string) (key, val, rest string) {
+	var pair string
+	pair, rest, _ = strings.Cut(raw, "&")
+	key, val, _ = strings.Cut(pair, "=")
+	if needsUnescape(key) {
+		if k, err := url.QueryUnescape(key); err == nil {
+			key = k
+		}
+	}
+	return key, val, rest
 }
 
 // needsUnescape reports whether s holds a percent-escape or a '+'.
@@ -206,50 +198,4 @@ func parseTransport(s string) Transport {
 	default:
 		return TransportUnknown
 	}
-}
-
-// decodeSID validates and, when needed, percent-decodes a raw sid value.
-func decodeSID(raw string) (string, error) {
-	if raw == "" {
-		return "", ErrEmptySID
-	}
-	// a percent-encoded sid decodes to at most a third of its length, so
-	// anything beyond three times the bound cannot be valid: refuse it
-	// before spending any work on it
-	if len(raw) > 3*MaxSIDLength {
-		return "", ErrSIDTooLong
-	}
-	// the usual sid needs no decoding: validate it in the same pass that
-	// looks for escapes
-	for i := 0; i < len(raw); i++ {
-		switch c := raw[i]; {
-		case c == '%' || c == '+':
-			return decodeEscapedSID(raw)
-		case c <= ' ' || c >= 0x7f:
-			return "", ErrSIDInvalid
-		}
-	}
-	if len(raw) > MaxSIDLength {
-		return "", ErrSIDTooLong
-	}
-	return raw, nil
-}
-
-func decodeEscapedSID(raw string) (string, error) {
-	sid, err := url.QueryUnescape(raw)
-	if err != nil {
-		return "", ErrSIDInvalid
-	}
-	if len(sid) > MaxSIDLength {
-		return "", ErrSIDTooLong
-	}
-	if len(sid) == 0 {
-		return "", ErrEmptySID
-	}
-	for i := 0; i < len(sid); i++ {
-		if c := sid[i]; c <= ' ' || c >= 0x7f {
-			return "", ErrSIDInvalid
-		}
-	}
-	return sid, nil
 }

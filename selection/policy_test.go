@@ -1,4 +1,4 @@
-package module
+package selection
 
 import (
 	"net/http"
@@ -10,11 +10,9 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
-	"github.com/caddy-socketio/caddy-socketio/selection"
-	"github.com/caddy-socketio/caddy-socketio/selection/pins"
+	"github.com/caddy-socketio/caddy-socketio/internal/store"
 )
 
 // TestSelect covers the policy's routes through the Caddy types; the
@@ -22,48 +20,47 @@ import (
 // Caddy's own package can make, so it is tested on the selection core and
 // end to end.
 func TestSelect(t *testing.T) {
-	policy := testPolicy(t)
+	policy, _ := clockedPolicy(t, store.DefaultTTL, store.DefaultCapacity)
 	pool := testPool("a:1", "b:1", "c:1")
 	awayFromB := addressHashingTo(t, pool, 0)
-	policy.sessions.store.Pin("pinnedToB00000000000", "b:1", 0)
-	policy.sessions.store.Pin("pinnedToGone00000000", "z:1", 0)
-	policy.sessions.store.Pin("departedFromPool0000", "gone:1", pins.ClientHash(awayFromB))
-	policy.sessions.store.Pin("tombstoneOnB00000000", "b:1", 0)
-	policy.sessions.store.DropDial("tombstoneOnB00000000", "b:1")
+	policy.store.Pin("pinnedToB00000000000", "b:1", 0)
+	policy.store.Pin("pinnedToGone00000000", "z:1", 0)
+	policy.store.Pin("departedFromPool0000", "gone:1", store.ClientHash(awayFromB))
+	policy.store.Pin("tombstoneOnB00000000", "b:1", 0)
+	policy.store.DropDial("tombstoneOnB00000000", "b:1")
 	tests := []struct {
 		name      string
 		pool      reverseproxy.UpstreamPool
 		target    string
 		client    string
 		want      int // index in pool, -1 for nil
-		wantRoute selection.Route
+		wantRoute Route
 	}{
-		{"ok/pinned sid goes to its owner", pool, "/socket.io/?EIO=4&transport=polling&sid=pinnedToB00000000000", awayFromB, 1, selection.RouteOwner},
-		{"ok/upgrade probe goes to its owner", pool, "/socket.io/?EIO=4&transport=websocket&sid=pinnedToB00000000000", awayFromB, 1, selection.RouteOwner},
-		{"ok/handshake goes to the fallback", pool, "/socket.io/?EIO=4&transport=polling", awayFromB, 0, selection.RouteNew},
-		{"ok/websocket-only session goes to the fallback", pool, "/socket.io/?EIO=4&transport=websocket", awayFromB, 0, selection.RouteNew},
-		{"ok/non-engine.io request goes to the fallback", pool, "/api?sid=pinnedToB00000000000", awayFromB, 0, selection.RouteNew},
-		{"ok/unknown sid goes by client address", pool, "/socket.io/?EIO=4&transport=polling&sid=neverPinned000000000", awayFromB, 0, selection.RouteUnknown},
-		{"ok/sid pinned outside this pool goes by client address", pool, "/socket.io/?EIO=4&transport=polling&sid=pinnedToGone00000000", awayFromB, 0, selection.RouteUnknown},
-		{"fail/owner just removed from the pool, same client", pool, "/socket.io/?EIO=4&transport=polling&sid=departedFromPool0000", awayFromB, -1, selection.RouteOwnerDown},
-		{"ok/owner outside the pool, another client", pool, "/socket.io/?EIO=4&transport=polling&sid=departedFromPool0000", addressHashingTo(t, pool, 2), 2, selection.RouteUnknown},
-		{"fail/tombstone fails fast with its owner up", pool, "/socket.io/?EIO=4&transport=polling&sid=tombstoneOnB00000000", awayFromB, -1, selection.RouteOwnerDown},
-		{"ok/an application's odd sid goes to the fallback", pool, "/api/items?sid=1&sid=2", awayFromB, 0, selection.RouteNew},
-		{"ok/an application's empty sid goes to the fallback", pool, "/search?sid=", awayFromB, 0, selection.RouteNew},
-		{"fail/repeated sid is not routed", pool, "/socket.io/?EIO=4&transport=polling&sid=pinnedToB00000000000&sid=x", awayFromB, -1, selection.RouteRefused},
+		{"ok/pinned sid goes to its owner", pool, "/socket.io/?EIO=4&transport=polling&sid=pinnedToB00000000000", awayFromB, 1, RouteOwner},
+		{"ok/upgrade probe goes to its owner", pool, "/socket.io/?EIO=4&transport=websocket&sid=pinnedToB00000000000", awayFromB, 1, RouteOwner},
+		{"ok/handshake goes to the fallback", pool, "/socket.io/?EIO=4&transport=polling", awayFromB, 0, RouteNew},
+		{"ok/websocket-only session goes to the fallback", pool, "/socket.io/?EIO=4&transport=websocket", awayFromB, 0, RouteNew},
+		{"ok/non-engine.io request goes to the fallback", pool, "/api?sid=pinnedToB00000000000", awayFromB, 0, RouteNew},
+		{"ok/unknown sid goes by client address", pool, "/socket.io/?EIO=4&transport=polling&sid=neverPinned000000000", awayFromB, 0, RouteUnknown},
+		{"ok/sid pinned outside this pool goes by client address", pool, "/socket.io/?EIO=4&transport=polling&sid=pinnedToGone00000000", awayFromB, 0, RouteUnknown},
+		{"fail/owner just removed from the pool, same client", pool, "/socket.io/?EIO=4&transport=polling&sid=departedFromPool0000", awayFromB, -1, RouteOwnerDown},
+		{"ok/owner outside the pool, another client", pool, "/socket.io/?EIO=4&transport=polling&sid=departedFromPool0000", addressHashingTo(t, pool, 2), 2, RouteUnknown},
+		{"fail/tombstone fails fast with its owner up", pool, "/socket.io/?EIO=4&transport=polling&sid=tombstoneOnB00000000", awayFromB, -1, RouteOwnerDown},
+		{"ok/an application's odd sid goes to the fallback", pool, "/api/items?sid=1&sid=2", awayFromB, 0, RouteNew},
+		{"ok/an application's empty sid goes to the fallback", pool, "/search?sid=", awayFromB, 0, RouteNew},
+		{"fail/repeated sid is not routed", pool, "/socket.io/?EIO=4&transport=polling&sid=pinnedToB00000000000&sid=x", awayFromB, -1, RouteRefused},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := newRequest(http.MethodGet, tt.target, tt.client)
-			ex := &exchange{}
-			caddyhttp.SetVar(r.Context(), exchangeVar, ex)
-			got := policy.Select(tt.pool, r, nil)
+			r, ho := newHandoffRequest(tt.target, tt.client)
+			got, route := policy.selectRoute(tt.pool, r, nil)
 			if (tt.want < 0 && got != nil) || (tt.want >= 0 && got != tt.pool[tt.want]) {
 				t.Fatalf("Select = %v, want index %d", got, tt.want)
 			}
-			if ex.route != tt.wantRoute || ex.upstream != got || ex.policy != policy {
-				t.Fatalf("exchange = route %v upstream %v, want route %v", ex.route, ex.upstream, tt.wantRoute)
+			if route != tt.wantRoute {
+				t.Fatalf("route %v, want %v", route, tt.wantRoute)
 			}
+			checkHandoff(t, ho, got, route)
 		})
 	}
 	t.Run("ok/unknown sid agrees with client_ip_hash", func(t *testing.T) {

@@ -1,16 +1,19 @@
-// Package selection decides which upstream serves an Engine.IO request.
+// Package selection is the `lb_policy socketio` module of reverse_proxy
+// (http.reverse_proxy.selection_policies.socketio): it decides which
+// upstream serves an Engine.IO request.
 //
-// It is the pure core of the socketio load-balancing policy: given a pool
-// of upstreams, a way to name them and to tell whether each is available,
-// and what the pin store knows about a session, it picks the owner of the
-// session or says why it cannot. It knows nothing of Caddy, so every rule
-// is testable with plain values, down hosts included.
+// policy.go and caddyfile.go are the Caddy module; route.go holds the
+// pure routing rules it applies: given a pool of upstreams, a way to name
+// them and to tell whether each is available, and what the pin store
+// knows about a session, they pick the owner of the session or say why
+// they cannot. The rules know nothing of Caddy, so every one is testable
+// with plain values, down hosts included.
 package selection
 
 import (
 	"github.com/cespare/xxhash/v2"
 
-	"github.com/caddy-socketio/caddy-socketio/selection/pins"
+	"github.com/caddy-socketio/caddy-socketio/internal/store"
 )
 
 // Route says how a request was (or could not be) routed.
@@ -81,7 +84,7 @@ type Pool[U any] struct {
 // Pins naming upstreams outside the pool belong to another pool (another
 // site's cluster may mint the same ids), except tombstones of upstreams
 // that left every configuration: those still fail the request.
-func Owner[U any](p Pool[U], owners []pins.Owner, client uint64) (upstream, owner int, route Route) {
+func Owner[U any](p Pool[U], owners []store.Owner, client uint64) (upstream, owner int, route Route) {
 	best, bestOwner, goneOwner := -1, -1, -1
 	for oi, o := range owners {
 		i := p.index(o.Dial)
@@ -118,7 +121,7 @@ func Owner[U any](p Pool[U], owners []pins.Owner, client uint64) (upstream, owne
 // requests must still fail rather than reach a node that never knew it.
 // (Another pool whose server minted the same sid for the same client
 // address is the price: its session's requests here would fail too.)
-func Departed(owners []pins.Owner, client uint64) int {
+func Departed(owners []store.Owner, client uint64) int {
 	for i, o := range owners {
 		if !o.Gone && o.Client == client {
 			return i

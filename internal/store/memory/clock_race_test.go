@@ -1,8 +1,10 @@
-package pins
+package memory
 
 import (
 	"testing"
 	"time"
+
+	"github.com/caddy-socketio/caddy-socketio/internal/store"
 )
 
 // A request that read the clock just before a second boundary must not
@@ -15,12 +17,12 @@ func TestLookupRacingTouch(t *testing.T) {
 	s.Pin("sessionsid0000000000", "a:1", 0)
 	hook = func() {
 		sec++ // the second ticks over; the other request touches the pin
-		var buf [MaxOwners]Owner
+		var buf [store.MaxOwners]store.Owner
 		for _, o := range s.Lookup("sessionsid0000000000", buf[:0]) {
 			s.Touch(o)
 		}
 	}
-	var buf [MaxOwners]Owner
+	var buf [store.MaxOwners]store.Owner
 	if got := s.Lookup("sessionsid0000000000", buf[:0]); len(got) != 1 {
 		t.Fatalf("live pin, touched a second after this lookup read the clock: Lookup found %d owners, want 1", len(got))
 	}
@@ -36,7 +38,7 @@ func TestSweepRacingTouch(t *testing.T) {
 	sec++ // Sweep reads the clock at T+1 ...
 	hook = func() {
 		sec++ // ... and the session's next request touches the pin at T+2
-		var buf [MaxOwners]Owner
+		var buf [store.MaxOwners]store.Owner
 		for _, o := range s.Lookup("sessionsid0000000000", buf[:0]) {
 			s.Touch(o)
 		}

@@ -1,4 +1,4 @@
-package pins
+package memory
 
 import (
 	"encoding/base64"
@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/caddy-socketio/caddy-socketio/internal/store"
 )
 
 // The benchmarks of this file measure the store at 1k, 100k and 1M pins.
@@ -84,7 +86,7 @@ func filled(b *testing.B, n int) *filledStore {
 	s.Tick() // as the module runs it: operations read the last tick
 	s.Configure(benchTTL, n)
 	for i, sid := range sids {
-		if r := s.Pin(sid, benchDials[i%len(benchDials)], uint64(i)); r != Pinned {
+		if r := s.Pin(sid, benchDials[i%len(benchDials)], uint64(i)); r != store.Pinned {
 			b.Fatalf("filling: Pin(%q) = %v, want Pinned", sid, r)
 		}
 	}
@@ -140,7 +142,7 @@ func BenchmarkLookup(b *testing.B) {
 			locked := lockedMapOf(sids)
 			b.Run("mode=serial", func(b *testing.B) {
 				b.Run("store=pins", func(b *testing.B) {
-					var buf [MaxOwners]Owner
+					var buf [store.MaxOwners]store.Owner
 					j, found := 0, 0
 					b.ReportAllocs()
 					for b.Loop() {
@@ -180,7 +182,7 @@ func BenchmarkLookup(b *testing.B) {
 					b.ReportAllocs()
 					b.ResetTimer()
 					b.RunParallel(func(pb *testing.PB) {
-						var buf [MaxOwners]Owner
+						var buf [store.MaxOwners]store.Owner
 						j := int(starts.Add(1)*104_729) % n
 						for pb.Next() {
 							owners := s.Lookup(sids[j], buf[:0])
@@ -238,7 +240,7 @@ func BenchmarkRefresh(b *testing.B) {
 				j := 0
 				b.ReportAllocs()
 				for b.Loop() {
-					if r := s.Pin(sids[j], benchDials[j%len(benchDials)], uint64(j)); r != Refreshed {
+					if r := s.Pin(sids[j], benchDials[j%len(benchDials)], uint64(j)); r != store.Refreshed {
 						b.Fatalf("Pin = %v, want Refreshed", r)
 					}
 					if j += stride; j >= n {
@@ -253,7 +255,7 @@ func BenchmarkRefresh(b *testing.B) {
 				b.RunParallel(func(pb *testing.PB) {
 					j := int(starts.Add(1)*104_729) % n
 					for pb.Next() {
-						if s.Pin(sids[j], benchDials[j%len(benchDials)], uint64(j)) != Refreshed {
+						if s.Pin(sids[j], benchDials[j%len(benchDials)], uint64(j)) != store.Refreshed {
 							wrong.Add(1)
 						}
 						if j += stride; j >= n {
@@ -285,7 +287,7 @@ func fullStore(b *testing.B, n int) *Store {
 	s.Tick() // as the module runs it: operations read the last tick
 	s.Configure(benchTTL, n)
 	for i, sid := range benchSIDs(n) {
-		if r := s.Pin(sid, benchDials[i%len(benchDials)], uint64(i)); r != Pinned {
+		if r := s.Pin(sid, benchDials[i%len(benchDials)], uint64(i)); r != store.Pinned {
 			b.Fatalf("filling: Pin(%q) = %v, want Pinned", sid, r)
 		}
 	}
@@ -335,7 +337,7 @@ func BenchmarkPin(b *testing.B) {
 				g := newSIDGenerator()
 				b.ReportAllocs()
 				for b.Loop() {
-					if r := s.Pin(g.next(), benchDials[0], 1); r != Pinned {
+					if r := s.Pin(g.next(), benchDials[0], 1); r != store.Pinned {
 						b.Fatalf("Pin = %v, want Pinned", r)
 					}
 				}
@@ -350,7 +352,7 @@ func BenchmarkPin(b *testing.B) {
 				b.RunParallel(func(pb *testing.PB) {
 					g := newSIDGenerator()
 					for pb.Next() {
-						if s.Pin(g.next(), benchDials[1], 2) != Pinned {
+						if s.Pin(g.next(), benchDials[1], 2) != store.Pinned {
 							wrong.Add(1)
 						}
 					}
@@ -385,7 +387,7 @@ func swept(b *testing.B, n int) *sweptStore {
 	// a year: the clock moves a second per pass over the pins
 	st.store.Configure(365*24*time.Hour, n)
 	for i, sid := range st.sids {
-		if r := st.store.Pin(sid, benchDials[i%len(benchDials)], uint64(i)); r != Pinned {
+		if r := st.store.Pin(sid, benchDials[i%len(benchDials)], uint64(i)); r != store.Pinned {
 			b.Fatalf("filling: Pin(%q) = %v, want Pinned", sid, r)
 		}
 	}
@@ -405,7 +407,7 @@ func BenchmarkTouchSweep(b *testing.B) {
 		b.Run("pins="+size.name, func(b *testing.B) {
 			st := swept(b, size.n)
 			s, sids, n := st.store, st.sids, size.n
-			var buf [MaxOwners]Owner
+			var buf [store.MaxOwners]store.Owner
 			found := 0
 			b.ReportAllocs()
 			for b.Loop() {

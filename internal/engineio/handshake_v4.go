@@ -1,28 +1,8 @@
 package engineio
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
-)
-
-// MaxHandshakeBytes bounds how much of a handshake response body the
-// learner looks at. A real open packet is about 120 bytes (a few more with
-// a long sid or extra upgrade names); anything that has not produced a
-// complete open packet by then is not one.
-const MaxHandshakeBytes = 4096
-
-// Errors returned by OpenPacketSID.
-var (
-	// ErrIncomplete means the body seen so far is a valid prefix of an
-	// open packet: read more and try again.
-	ErrIncomplete = errors.New("incomplete open packet")
-	// ErrNotOpenPacket means the body is not a handshake answer this
-	// package can read; the response must be passed on unlearned.
-	ErrNotOpenPacket = errors.New("not an engine.io open packet")
-	// ErrBadSID means the open packet carries a sid that ParseQuery would
-	// refuse, so a client could never route by it.
-	ErrBadSID = errors.New("open packet carries an invalid sid")
 )
 
 // OpenPacketSID returns the session id minted by an Engine.IO v4 polling
@@ -101,17 +81,6 @@ func sidFromJSON(obj []byte) (string, error) {
 	return sid, nil
 }
 
-// ValidSID reports whether a session id minted by a server (in an open
-// packet or an io cookie) can be pinned: a client can send it back in a
-// query string unchanged and ParseQuery reads it as the same sid.
-func ValidSID(sid string) bool {
-	if sid == "" {
-		return false
-	}
-	_, err := decodeSID(sid)
-	return err == nil && !containsQueryDelims(sid)
-}
-
 // jsonMember returns the raw value of the member named exactly key of the
 // JSON object obj (the last one, if repeated, as JSON.parse keeps).
 func jsonMember(obj []byte, key string) (json.RawMessage, bool) {
@@ -121,20 +90,6 @@ func jsonMember(obj []byte, key string) (json.RawMessage, bool) {
 	}
 	raw, ok := members[key]
 	return raw, ok
-}
-
-// containsQueryDelims reports whether a minted sid holds bytes that change
-// meaning in a query string: clients put the sid in the query unencoded
-// (engine.io-client and python-engineio do not escape it), so a sid with
-// '&', '=', '%', '+' or '#' would reach the proxy as something else.
-func containsQueryDelims(sid string) bool {
-	for i := 0; i < len(sid); i++ {
-		switch sid[i] {
-		case '&', '=', '%', '+', '#':
-			return true
-		}
-	}
-	return false
 }
 
 // jsonObjectEnd returns the index just past the JSON object that starts at
@@ -169,46 +124,4 @@ func jsonObjectEnd(data []byte) (int, error) {
 		}
 	}
 	return 0, ErrIncomplete
-}
-
-// CodeUnknownSID is engine.io's error code for a sid the server does not
-// know ("Session ID unknown").
-const CodeUnknownSID = 1
-
-// IsSessionUnknown reports whether body is a server's "Session ID unknown"
-// answer: the server that received the request does not (or no longer)
-// know its sid. engine.io (Node, and the Go port) answers
-// {"code":1,"message":"Session ID unknown"}; python-engineio answers the
-// JSON string "Invalid session <sid>".
-func IsSessionUnknown(body []byte) bool {
-	if len(body) == 0 {
-		return false
-	}
-	switch body[0] {
-	case '{':
-		end, err := jsonObjectEnd(body)
-		if err != nil {
-			return false
-		}
-		raw, ok := jsonMember(body[:end], "code")
-		if !ok {
-			return false
-		}
-		var code int
-		return json.Unmarshal(raw, &code) == nil && code == CodeUnknownSID
-	case '"':
-		// the message names the sid, so a long sid may not fit in what
-		// the caller kept of the body: the prefix decides
-		if !bytes.HasPrefix(body, []byte(`"Invalid session `)) {
-			return false
-		}
-		end, err := jsonStringEnd(body)
-		if errors.Is(err, ErrIncomplete) {
-			return true
-		}
-		var msg string
-		return err == nil && json.Unmarshal(body[:end], &msg) == nil
-	default:
-		return false
-	}
 }

@@ -1,37 +1,19 @@
 package module
 
 import (
-	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
-	"sync"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
-	"github.com/caddy-socketio/caddy-socketio/selection"
-	"github.com/caddy-socketio/caddy-socketio/selection/engineio"
-	"github.com/caddy-socketio/caddy-socketio/selection/pins"
+	"github.com/caddy-socketio/caddy-socketio/internal/engineio"
+	"github.com/caddy-socketio/caddy-socketio/internal/handoff"
+	"github.com/caddy-socketio/caddy-socketio/internal/store"
 )
-
-// exchangeVar is the request variable through which the socketio handler
-// hands a request's exchange to the socketio policy of the same route.
-// Select receives a clone of the request that shares its context, so what
-// it writes there is visible to the handler when the response comes back:
-// exactly the upstream chosen, including on retries, where Select runs
-// again and overwrites it.
-const exchangeVar = "socketio.exchange"
-
-// exchangeFrom returns the exchange the handler attached to r, if any.
-func exchangeFrom(r *http.Request) *exchange {
-	ex, _ := caddyhttp.GetVar(r.Context(), exchangeVar).(*exchange)
-	return ex
-}
 
 type learnKind uint8
 
@@ -43,9 +25,10 @@ const (
 	learnSession
 )
 
-// exchange is a response writer that watches one Engine.IO response on
-// behalf of the policy that routed its request. It is allocated once per
-// observed request and doubles as the request variable.
+// exchange is a response writer that watches one Engine.IO response for
+// what it says about the session: a handshake's sid, or the owner's
+// "Session ID unknown". It is allocated once per observed request and
+// holds the request's handoff.
 //
 // For a handshake it holds back the status and body until it has read the
 // sid from the open packet and pinned it: the client sends its next
@@ -57,16 +40,9 @@ type exchange struct {
 	handler *Handler
 	req     *http.Request
 	kind    learnKind
-	// the request's Engine.IO query as the handler parsed it (its SID is
-	// the session of a learnSession), and the raw query it parsed, so that
-	// the policy need not parse it again
-	query    engineio.Query
-	rawQuery string
-
-	// set by SocketIOSelection.Select
-	policy   *SocketIOSelection
-	upstream *reverseproxy.Upstream
-	route    selection.Route
+	// what the handler and the policy tell each other about this request
+	// (embedded here so that a request costs one allocation)
+	handoff handoff.Handoff
 
 	status      int
 	wroteHeader bool
@@ -85,87 +61,11 @@ type exchange struct {
 	bodyLimit io.LimitedReader
 }
 
-// requestBody is a request body read into memory.
-type requestBody struct{ bytes.Reader }
-
-// Close implements io.Closer.
-func (*requestBody) Close() error { return nil }
-
-// pooledBody is a POST body's buffer, recycled across requests, with the
-// request's GetBody made once per buffer rather than once per POST.
-type pooledBody struct {
-	bytes.Buffer
-	getBody func() (io.ReadCloser, error)
-}
-
-// bodyBuffers recycles the buffers of POST bodies; most are a few bytes.
-var bodyBuffers = sync.Pool{New: func() any {
-	b := new(pooledBody)
-	b.getBody = func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(b.Bytes())), nil
-	}
-	return b
-}}
-
-// maxPooledBody bounds the buffers kept for reuse, so that one large POST
-// does not pin its buffer in the pool.
-const maxPooledBody = 64 << 10
-
-// Errors of readBody.
-var (
-	errBodyTooLarge = errors.New("request body larger than max_body")
-	errBodyRead     = errors.New("reading request body")
-)
-
-// readBody reads the request's body whole, up to limit bytes, and gives
-// the request a replayable copy with its exact length. A body the client
-// cannot deliver intact fails here, on the client, rather than half-way
-// to the backend, where reverse_proxy would answer 502 and count a
-// failure against a healthy node.
-func (ex *exchange) readBody(limit int64) error {
-	r := ex.req
-	if r.Body == nil || r.Body == http.NoBody {
-		return nil
-	}
-	buf := bodyBuffers.Get().(*pooledBody)
-	buf.Reset()
-	ex.bodyBuf = buf
-	ex.bodyLimit = io.LimitedReader{R: r.Body, N: limit + 1}
-	n, err := io.Copy(&buf.Buffer, &ex.bodyLimit)
-	if err != nil {
-		return fmt.Errorf("%w: %v", errBodyRead, err)
-	}
-	if n > limit {
-		return errBodyTooLarge
-	}
-	ex.body.Reset(buf.Bytes())
-	r.Body = &ex.body
-	r.ContentLength = n
-	r.TransferEncoding = nil
-	// with GetBody, Go's transport may resend the POST on a fresh
-	// connection when the kept-alive one it picked was closed by the
-	// node at that moment (Node's keepAliveTimeout is 5 s), which it
-	// never does for a body it cannot replay (the buffer is not reused
-	// before the request is done, so neither is its GetBody)
-	r.GetBody = buf.getBody
-	return nil
-}
-
-// releaseBody returns the body's buffer for reuse once the request is done.
-func (ex *exchange) releaseBody() {
-	if ex.bodyBuf == nil {
-		return
-	}
-	if ex.bodyBuf.Cap() <= maxPooledBody {
-		bodyBuffers.Put(ex.bodyBuf)
-	}
-	ex.bodyBuf = nil
-}
-
 func newExchange(h *Handler, w http.ResponseWriter, r *http.Request, kind learnKind, q engineio.Query) *exchange {
-	ex := &exchange{handler: h, req: r, kind: kind, query: q, rawQuery: r.URL.RawQuery}
+	ex := &exchange{handler: h, req: r, kind: kind}
 	ex.ResponseWriter = w
 	ex.buf = ex.small[:0]
+	handoff.Attach(&ex.handoff, r, q)
 	return ex
 }
 
@@ -182,7 +82,7 @@ func (ex *exchange) WriteHeader(status int) {
 	ex.wroteHeader = true
 	ex.status = status
 	switch {
-	case ex.kind == learnHandshake && status == http.StatusOK && ex.policy != nil && ex.upstream != nil:
+	case ex.kind == learnHandshake && status == http.StatusOK && ex.chosen():
 		ex.holding = true
 		header := ex.Header()
 		ex.encoding = header.Get("Content-Encoding")
@@ -190,7 +90,7 @@ func (ex *exchange) WriteHeader(status int) {
 		return
 	case ex.kind == learnHandshake && status == http.StatusOK:
 		ex.handler.warnNoPolicy()
-	case ex.kind == learnSession && status == http.StatusBadRequest && ex.route == selection.RouteOwner:
+	case ex.kind == learnSession && status == http.StatusBadRequest && ex.handoff.ToOwner():
 		ex.watching = true
 	}
 	ex.ResponseWriter.WriteHeader(status)
@@ -266,9 +166,10 @@ func (ex *exchange) finish() error {
 		return ex.release()
 	case ex.watching:
 		ex.watching = false
-		if engineio.IsSessionUnknown(ex.buf) && ex.policy.drop(ex.query.SID, ex.upstream) {
+		if engineio.IsSessionUnknown(ex.buf) && ex.handoff.Disown() {
 			if c := ex.handler.logger.Check(zapcore.DebugLevel, "upstream no longer knows the session; pin dropped"); c != nil {
-				c.Write(zap.String("upstream", ex.upstream.Dial), zap.String("sid", ex.query.SID))
+				dial, _ := ex.handoff.Chosen()
+				c.Write(zap.String("upstream", dial), zap.String("sid", ex.handoff.SID()))
 			}
 		}
 	}
@@ -280,26 +181,33 @@ func (ex *exchange) finish() error {
 // option) is the second source, for bodies the learner cannot read.
 func (ex *exchange) learn(sid string, err error) {
 	logger := ex.handler.logger
+	dial, _ := ex.handoff.Chosen()
 	if err != nil && ex.cookieSID != "" {
 		sid, err = ex.cookieSID, nil
 	}
 	if err != nil {
 		if c := logger.Check(zapcore.DebugLevel, "handshake response not learned"); c != nil {
-			c.Write(zap.String("upstream", ex.upstream.Dial), zap.Error(err), zap.Int("bytes", len(ex.buf)))
+			c.Write(zap.String("upstream", dial), zap.Error(err), zap.Int("bytes", len(ex.buf)))
 		}
 		return
 	}
-	result := ex.policy.pin(sid, ex.upstream, ex.req)
+	result := ex.handoff.Pin(sid)
 	switch result {
-	case pins.Collided:
-		ex.handler.noteCollision(ex.upstream.Dial)
-	case pins.Refused:
+	case store.Collided:
+		ex.handler.noteCollision(dial)
+	case store.Refused:
 		logger.Warn("Engine.IO session id already pinned to too many upstreams; not pinned",
-			zap.String("upstream", ex.upstream.Dial), zap.Int("max_owners", pins.MaxOwners))
+			zap.String("upstream", dial), zap.Int("max_owners", store.MaxOwners))
 	}
 	if c := logger.Check(zapcore.DebugLevel, "learned session"); c != nil {
-		c.Write(zap.String("upstream", ex.upstream.Dial), zap.String("sid", sid), zap.Uint8("result", uint8(result)))
+		c.Write(zap.String("upstream", dial), zap.String("sid", sid), zap.Uint8("result", uint8(result)))
 	}
+}
+
+// chosen reports whether a socketio policy chose the request's upstream.
+func (ex *exchange) chosen() bool {
+	_, ok := ex.handoff.Chosen()
+	return ok
 }
 
 // release writes the held status and body and stops holding.

@@ -1,4 +1,4 @@
-package pins
+package memory
 
 import (
 	"fmt"
@@ -6,37 +6,20 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/caddy-socketio/caddy-socketio/internal/fakeclock"
+	"github.com/caddy-socketio/caddy-socketio/internal/store"
 )
 
-// clock is a settable time source for stores under test.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Unix(1_700_000_000, 0)} }
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func newTestStore(t *testing.T, ttl time.Duration, capacity int) (*Store, *clock) {
+func newTestStore(t *testing.T, ttl time.Duration, capacity int) (*Store, *fakeclock.Clock) {
 	t.Helper()
-	c := newClock()
-	s := NewWithClock(c.now)
+	c := fakeclock.New(time.Unix(1_700_000_000, 0))
+	s := NewWithClock(c.Now)
 	s.Configure(ttl, capacity)
 	return s, c
 }
 
-func dialsOf(owners []Owner) []string {
+func dialsOf(owners []store.Owner) []string {
 	var out []string
 	for _, o := range owners {
 		out = append(out, o.Dial)
@@ -46,8 +29,8 @@ func dialsOf(owners []Owner) []string {
 
 // lookup returns the dials of the pins of sid that still route requests.
 func lookup(s *Store, sid string) []string {
-	var buf [MaxOwners]Owner
-	var live []Owner
+	var buf [store.MaxOwners]store.Owner
+	var live []store.Owner
 	for _, o := range s.Lookup(sid, buf[:0]) {
 		if !o.Gone {
 			live = append(live, o)
@@ -58,8 +41,8 @@ func lookup(s *Store, sid string) []string {
 
 // tombstones returns the dials of the tombstones of sid.
 func tombstones(s *Store, sid string) []string {
-	var buf [MaxOwners]Owner
-	var gone []Owner
+	var buf [store.MaxOwners]store.Owner
+	var gone []store.Owner
 	for _, o := range s.Lookup(sid, buf[:0]) {
 		if o.Gone {
 			gone = append(gone, o)
@@ -70,7 +53,7 @@ func tombstones(s *Store, sid string) []string {
 
 func TestPinLookup(t *testing.T) {
 	s, _ := newTestStore(t, time.Minute, 100)
-	if got := s.Pin("sid1", "a:1", 1); got != Pinned {
+	if got := s.Pin("sid1", "a:1", 1); got != store.Pinned {
 		t.Fatalf("Pin = %v, want Pinned", got)
 	}
 	if got := lookup(s, "sid1"); len(got) != 1 || got[0] != "a:1" {
@@ -79,7 +62,7 @@ func TestPinLookup(t *testing.T) {
 	if got := lookup(s, "sid2"); len(got) != 0 {
 		t.Fatalf("Lookup of an unknown sid = %v, want none", got)
 	}
-	if got := s.Pin("sid1", "a:1", 2); got != Refreshed {
+	if got := s.Pin("sid1", "a:1", 2); got != store.Refreshed {
 		t.Fatalf("second Pin to the same dial = %v, want Refreshed", got)
 	}
 	if n := s.Len(); n != 1 {
@@ -101,9 +84,9 @@ func TestExpiry(t *testing.T) {
 	s, c := newTestStore(t, 10*time.Second, 100)
 	s.Pin("idle", "a:1", 0)
 	s.Pin("busy", "a:1", 0)
-	var buf [MaxOwners]Owner
+	var buf [store.MaxOwners]store.Owner
 	for i := 0; i < 3; i++ {
-		c.advance(6 * time.Second)
+		c.Advance(6 * time.Second)
 		for _, o := range s.Lookup("busy", buf[:0]) {
 			s.Touch(o)
 		}
@@ -129,11 +112,11 @@ func TestExpiry(t *testing.T) {
 	t.Run("ok/exactly at ttl still live", func(t *testing.T) {
 		s, c := newTestStore(t, 10*time.Second, 100)
 		s.Pin("x", "a:1", 0)
-		c.advance(10 * time.Second)
+		c.Advance(10 * time.Second)
 		if got := lookup(s, "x"); len(got) != 1 {
 			t.Fatal("pin expired at exactly its TTL")
 		}
-		c.advance(time.Second)
+		c.Advance(time.Second)
 		if got := lookup(s, "x"); len(got) != 0 {
 			t.Fatal("pin alive one second past its TTL")
 		}
@@ -146,7 +129,7 @@ func TestTick(t *testing.T) {
 	s, c := newTestStore(t, 10*time.Second, 100)
 	s.Tick()
 	s.Pin("x", "a:1", 0)
-	c.advance(30 * time.Second)
+	c.Advance(30 * time.Second)
 	if got := lookup(s, "x"); len(got) != 1 {
 		t.Fatal("pin expired without a Tick: the store read the clock")
 	}
@@ -161,12 +144,12 @@ func TestTick(t *testing.T) {
 	// pins and touches use the ticked reading too: a pin made now lives
 	// a full TTL counted from the last Tick
 	s.Pin("y", "a:1", 0)
-	c.advance(10 * time.Second)
+	c.Advance(10 * time.Second)
 	s.Tick()
 	if got := lookup(s, "y"); len(got) != 1 {
 		t.Fatal("pin expired at exactly its TTL after ticks")
 	}
-	c.advance(time.Second)
+	c.Advance(time.Second)
 	s.Tick()
 	if got := lookup(s, "y"); len(got) != 0 {
 		t.Fatal("pin alive one ticked second past its TTL")
@@ -179,14 +162,14 @@ func TestSweepLimitAndRequeue(t *testing.T) {
 		s.Pin(fmt.Sprint("s", i), "a:1", 0)
 	}
 	// keep every tenth pin in use
-	var buf [MaxOwners]Owner
-	c.advance(8 * time.Second)
+	var buf [store.MaxOwners]store.Owner
+	c.Advance(8 * time.Second)
 	for i := 0; i < 100; i += 10 {
 		for _, o := range s.Lookup(fmt.Sprint("s", i), buf[:0]) {
 			s.Touch(o)
 		}
 	}
-	c.advance(8 * time.Second)
+	c.Advance(8 * time.Second)
 	if n := s.Sweep(25); n != 25 {
 		t.Fatalf("Sweep(25) removed %d", n)
 	}
@@ -203,18 +186,18 @@ func TestSweepLimitAndRequeue(t *testing.T) {
 
 func TestCapacityEvictsLongestIdle(t *testing.T) {
 	s, c := newTestStore(t, time.Hour, 3)
-	var buf [MaxOwners]Owner
+	var buf [store.MaxOwners]store.Owner
 	s.Pin("a", "x:1", 0)
-	c.advance(time.Second)
+	c.Advance(time.Second)
 	s.Pin("b", "x:1", 0)
-	c.advance(time.Second)
+	c.Advance(time.Second)
 	s.Pin("c", "x:1", 0)
-	c.advance(time.Second)
+	c.Advance(time.Second)
 	// "a" is the oldest pin but was just used: "b" is now idle the longest
 	for _, o := range s.Lookup("a", buf[:0]) {
 		s.Touch(o)
 	}
-	c.advance(time.Second)
+	c.Advance(time.Second)
 	s.Pin("d", "x:1", 0)
 	if got := lookup(s, "b"); len(got) != 0 {
 		t.Errorf("b (idle the longest) was kept")
@@ -247,13 +230,13 @@ func TestCapacityEvictsLongestIdle(t *testing.T) {
 
 func TestCollisions(t *testing.T) {
 	s, c := newTestStore(t, time.Minute, 100)
-	if got := s.Pin("1", "a:1", 11); got != Pinned {
+	if got := s.Pin("1", "a:1", 11); got != store.Pinned {
 		t.Fatalf("first pin: %v", got)
 	}
-	if got := s.Pin("1", "b:1", 22); got != Collided {
+	if got := s.Pin("1", "b:1", 22); got != store.Collided {
 		t.Fatalf("same sid from another upstream: %v, want Collided", got)
 	}
-	var buf [MaxOwners]Owner
+	var buf [store.MaxOwners]store.Owner
 	owners := s.Lookup("1", buf[:0])
 	if len(owners) != 2 || owners[0].Dial != "b:1" || owners[0].Client != 22 || owners[1].Dial != "a:1" {
 		t.Fatalf("owners = %+v, want newest (b:1, client 22) first then a:1", owners)
@@ -261,7 +244,7 @@ func TestCollisions(t *testing.T) {
 	s.Pin("1", "c:1", 0)
 	s.Pin("1", "d:1", 0)
 	t.Run("fail/more than MaxOwners", func(t *testing.T) {
-		if got := s.Pin("1", "e:1", 0); got != Refused {
+		if got := s.Pin("1", "e:1", 0); got != store.Refused {
 			t.Fatalf("fifth owner: %v, want Refused", got)
 		}
 		if st := s.Stats(); st.Collisions != 3 || st.Refused != 1 {
@@ -269,8 +252,8 @@ func TestCollisions(t *testing.T) {
 		}
 	})
 	t.Run("ok/expired owners do not count", func(t *testing.T) {
-		c.advance(2 * time.Minute)
-		if got := s.Pin("1", "e:1", 0); got != Pinned {
+		c.Advance(2 * time.Minute)
+		if got := s.Pin("1", "e:1", 0); got != store.Pinned {
 			t.Fatalf("pin after every owner expired: %v, want Pinned", got)
 		}
 		if got := lookup(s, "1"); len(got) != 1 || got[0] != "e:1" {
@@ -307,12 +290,12 @@ func TestDrop(t *testing.T) {
 		}
 	})
 	t.Run("ok/touch does not revive a tombstone", func(t *testing.T) {
-		var buf [MaxOwners]Owner
-		c.advance(40 * time.Second)
+		var buf [store.MaxOwners]store.Owner
+		c.Advance(40 * time.Second)
 		for _, o := range s.Lookup("x", buf[:0]) {
 			s.Touch(o)
 		}
-		c.advance(40 * time.Second)
+		c.Advance(40 * time.Second)
 		if got := tombstones(s, "x"); len(got) != 0 {
 			t.Fatalf("tombstone outlived its TTL: %v", got)
 		}
@@ -323,7 +306,7 @@ func TestDrop(t *testing.T) {
 	t.Run("ok/new handshake replaces a tombstone", func(t *testing.T) {
 		s.Pin("z", "a:1", 0)
 		s.DropDial("z", "a:1")
-		if got := s.Pin("z", "a:1", 0); got != Pinned {
+		if got := s.Pin("z", "a:1", 0); got != store.Pinned {
 			t.Fatalf("Pin over a tombstone = %v, want Pinned", got)
 		}
 		if got := lookup(s, "z"); len(got) != 1 {
@@ -381,7 +364,7 @@ func TestConcurrentUse(t *testing.T) {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			var buf [MaxOwners]Owner
+			var buf [store.MaxOwners]store.Owner
 			for i := 0; i < 2000; i++ {
 				sid := fmt.Sprint("s", (w*7919+i)%800)
 				switch i % 5 {
@@ -397,7 +380,7 @@ func TestConcurrentUse(t *testing.T) {
 					}
 				}
 				if i%500 == 0 {
-					c.advance(time.Second)
+					c.Advance(time.Second)
 				}
 			}
 		}(w)
@@ -427,7 +410,7 @@ func TestConcurrentUse(t *testing.T) {
 func TestLookupDoesNotAllocate(t *testing.T) {
 	s, _ := newTestStore(t, time.Minute, 100)
 	s.Pin("abcdefghijklmnopqrst", "a:1", 0)
-	var buf [MaxOwners]Owner
+	var buf [store.MaxOwners]store.Owner
 	allocs := testing.AllocsPerRun(1000, func() {
 		for _, o := range s.Lookup("abcdefghijklmnopqrst", buf[:0]) {
 			s.Touch(o)

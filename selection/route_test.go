@@ -9,7 +9,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
-	"github.com/caddy-socketio/caddy-socketio/selection/pins"
+	"github.com/caddy-socketio/caddy-socketio/internal/store"
+	"github.com/caddy-socketio/caddy-socketio/internal/store/memory"
 )
 
 // fakeUpstream stands in for *reverseproxy.Upstream, whose availability
@@ -39,13 +40,13 @@ const testSID = "j6ND45I1iVJGN1DyAAAA"
 
 // ownersOf pins testSID to each spec in order, through a real store, and
 // returns what Lookup gives back: the newest pin first.
-func ownersOf(t testing.TB, specs ...pinSpec) []pins.Owner {
+func ownersOf(t testing.TB, specs ...pinSpec) []store.Owner {
 	t.Helper()
-	s := pins.New()
+	s := memory.New()
 	for i, p := range specs {
-		want := pins.Pinned
+		want := store.Pinned
 		if i > 0 {
-			want = pins.Collided
+			want = store.Collided
 		}
 		if got := s.Pin(testSID, p.dial, p.client); got != want {
 			t.Fatalf("Pin(%q, %q) = %v, want %v", testSID, p.dial, got, want)
@@ -422,30 +423,30 @@ func TestOwnerTombstones(t *testing.T) {
 	pool := fakePool(up("n1:3000"), up("n2:3000"))
 	tests := []struct {
 		name      string
-		setup     func(s *pins.Store)
+		setup     func(s *memory.Store)
 		wantRoute Route
 		upstream  int
 	}{
-		{"fail/dropped pin, owner back up", func(s *pins.Store) {
+		{"fail/dropped pin, owner back up", func(s *memory.Store) {
 			s.Pin(testSID, "n2:3000", 1)
 			s.DropDial(testSID, "n2:3000")
 		}, RouteOwnerDown, -1},
-		{"fail/owner left the configuration", func(s *pins.Store) {
+		{"fail/owner left the configuration", func(s *memory.Store) {
 			s.Acquire([]string{"old:3000"})
 			s.Pin(testSID, "old:3000", 1)
 			s.Release([]string{"old:3000"})
 		}, RouteOwnerDown, -1},
-		{"ok/owner of another pool is not a tombstone", func(s *pins.Store) {
+		{"ok/owner of another pool is not a tombstone", func(s *memory.Store) {
 			s.Acquire([]string{"other:3000"})
 			s.Pin(testSID, "other:3000", 1)
 		}, RouteUnknown, -1},
-		{"ok/live owner beside a tombstone elsewhere", func(s *pins.Store) {
+		{"ok/live owner beside a tombstone elsewhere", func(s *memory.Store) {
 			s.Acquire([]string{"old:3000"})
 			s.Pin(testSID, "old:3000", 1)
 			s.Release([]string{"old:3000"})
 			s.Pin(testSID, "n1:3000", 1)
 		}, RouteOwner, 0},
-		{"ok/re-pinned after a tombstone", func(s *pins.Store) {
+		{"ok/re-pinned after a tombstone", func(s *memory.Store) {
 			s.Pin(testSID, "n2:3000", 1)
 			s.DropDial(testSID, "n2:3000")
 			s.Pin(testSID, "n2:3000", 1)
@@ -453,7 +454,7 @@ func TestOwnerTombstones(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := pins.New()
+			s := memory.New()
 			tt.setup(s)
 			upstream, _, route := Owner(pool, s.Lookup(testSID, nil), 1)
 			if route != tt.wantRoute || upstream != tt.upstream {
@@ -464,7 +465,7 @@ func TestOwnerTombstones(t *testing.T) {
 }
 
 func TestDeparted(t *testing.T) {
-	s := pins.New()
+	s := memory.New()
 	s.Pin(testSID, "old:3000", 7)
 	s.Pin(testSID, "other:3000", 8)
 	s.DropDial(testSID, "other:3000")

@@ -278,7 +278,7 @@ func TestOpenPacketSIDChunking(t *testing.T) {
 }
 
 // learnInTwoChunks feeds body[:k] with final=false, then, if that was not
-// decisive, the whole body with final=true: what module/learn.go does when
+// decisive, the whole body with final=true: what the handler (module/response.go) does when
 // the backend writes the body in two pieces.
 func learnInTwoChunks(body []byte, k int) (string, error) {
 	sid, err := OpenPacketSID(body[:k:k], false)
