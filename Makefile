@@ -12,13 +12,13 @@
 #                  (examples/cluster/run.sh)
 #   make soak      bounded soak: SOAK_SESSIONS clients (default 500) for SOAK_SECONDS
 #                  (default 120) through Caddy, with a reload and a node restart
-#                  (bench/soak.sh; results in bench/results/)
+#                  (bench/soak.sh; results in bench/out/)
 #   make bench     Go benchmarks against Caddy's own policies, with benchstat
-#                  (bench/go-bench.sh; results in bench/results/)
+#                  (bench/go-bench.sh; results in bench/out/)
 #   make e2e       end-to-end benchmark: stock Caddy vs Caddy + plugin vs nginx,
-#                  3 rounds (bench/e2e.sh; results in bench/results/)
+#                  3 rounds (bench/e2e.sh; results in bench/out/)
 #   make scale     10,000 websocket + 2,000 polling sessions through one Caddy
-#                  (bench/scale.sh; results in bench/results/)
+#                  (bench/scale.sh; results in bench/out/)
 #   make scale-h2  the same with the clients on HTTP/2 (SCALE_H2=1 bench/scale.sh:
 #                  one open file per session in Caddy instead of two)
 #   make clean     remove bin/

@@ -24,7 +24,7 @@
 // 127.(--addr-net + (j >> 8)).(j & 255).(--addr-host). Each session has its own
 // http.Agent bound to that address (engine.io-client hands `agent` to the polling
 // requests and `agent` + `localAddress` to the WebSocket; see
-// caddytest/testdata/README.md, "How the source address is set").
+// caddytest/testdata/README.md, "sio-clients.js").
 //
 // --cpu-pids label:pid,label:pid,...: read each process's CPU time (utime+stime from
 // /proc/PID/stat) and the machine's (/proc/stat) at the start and end of the

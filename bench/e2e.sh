@@ -32,8 +32,8 @@
 #   E2E_PROFILE=1 bench/e2e.sh       then one more, unrecorded round with 10 s CPU
 #                                    profiles of both Caddys during echo and polling
 #
-# Writes bench/results/e2e-<UTC stamp>.json (every run's numbers and the medians)
-# and bench/results/e2e-<UTC stamp>.md (the tables printed at the end), plus, with
+# Writes bench/out/e2e-<UTC stamp>.json (every run's numbers and the medians)
+# and bench/out/e2e-<UTC stamp>.md (the tables printed at the end), plus, with
 # E2E_PROFILE=1, e2e-<stamp>-pprof-<proxy>-<phase>.{pprof,txt}.
 # Exit status: 0 when every phase ran without a failed session (the targets are
 # reported, not enforced), 1 otherwise, 2 for bad settings.
@@ -45,7 +45,8 @@
 #   E2E_PAYLOAD_BYTES [64]  E2E_PROFILE [0]  E2E_SMALL [0]
 #   MAX_LOAD [1.0]  LOAD_WAIT [1200]
 #   E2E_NODE_PORTS ["3201 3202 3203"]  E2E_HTTP_PORTS ["8281 8282 8283"] (stock plugin nginx)
-#   E2E_ADMIN_PORTS ["2281 2282"] (stock plugin)  E2E_RESULTS [<repo>/bench/results]
+#   E2E_ADMIN_PORTS ["2281 2282"] (stock plugin)  E2E_RESULTS [$BENCH_RESULTS or bench/out;
+#   BENCH_RESULTS=bench/results refreshes the committed summary]
 #   KEEP_LOGS=1 keep the log directory (kept anyway on failure)
 set -euo pipefail
 export LC_ALL=C
@@ -77,7 +78,7 @@ LOAD_WAIT="${LOAD_WAIT:-1200}"
 read -r -a NODE_PORTS <<<"${E2E_NODE_PORTS:-3201 3202 3203}"
 read -r -a HTTP_PORTS <<<"${E2E_HTTP_PORTS:-8281 8282 8283}"
 read -r -a ADMIN_PORTS <<<"${E2E_ADMIN_PORTS:-2281 2282}"
-RESULTS_DIR="${E2E_RESULTS:-$ROOT/bench/results}"
+RESULTS_DIR="$(results_dir "${E2E_RESULTS:-}")"
 WARM_SESSIONS=20
 SETTLE_S=2 # after the rss sessions are ready, before reading the RSS
 

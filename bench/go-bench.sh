@@ -5,8 +5,8 @@
 # round_robin, the handler's next alone, one RWMutex-protected map), never
 # a wall-clock figure. Writes:
 #
-#   bench/results/go-bench-DATE.txt    raw `go test -bench` output
-#   bench/results/benchstat-DATE.txt   benchstat comparisons
+#   bench/out/go-bench-DATE.txt    raw `go test -bench` output
+#   bench/out/benchstat-DATE.txt   benchstat comparisons (the summary)
 #
 # Usage: bench/go-bench.sh [DATE]            DATE defaults to today (UTC)
 # Environment:
@@ -16,6 +16,9 @@
 #   LOAD_WAIT  give up waiting after this many seconds and run anyway,
 #              saying so in the output (default 1200)
 #   BENCH_REV  the revision to record, when the tree is not a git checkout
+#   BENCH_RESULTS  the directory of the results, relative to the repository root
+#              (default bench/out, ignored by git; BENCH_RESULTS=bench/results
+#              refreshes the committed summary, the raw output stays ignored)
 #
 # Bounded: each `go test` is killed after 12 minutes; with the defaults the
 # whole run takes about 7 minutes on 2 cores, plus any wait for the load.
@@ -29,9 +32,10 @@ max_load=${MAX_LOAD:-1.5}
 load_wait=${LOAD_WAIT:-1200}
 benchstat_pkg=golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 
-mkdir -p bench/results
-raw=bench/results/go-bench-$date.txt
-stat=bench/results/benchstat-$date.txt
+results=${BENCH_RESULTS:-bench/out}
+mkdir -p "$results"
+raw=$results/go-bench-$date.txt
+stat=$results/benchstat-$date.txt
 
 load1() { cut -d' ' -f1 /proc/loadavg; }
 above() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a > b) }'; }

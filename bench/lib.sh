@@ -12,6 +12,17 @@
 # before calling anything here, and may set LOG_TAIL_LINES (default 10): how much
 # of each log lib_cleanup prints when the script fails.
 
+# results_dir [DIR]: the directory a script writes its results to: DIR (the
+# script's own E2E_RESULTS / SCALE_RESULTS / SOAK_RESULTS) when set, else
+# BENCH_RESULTS, else bench/out (ignored by git). Relative paths are taken from
+# the repository root. To refresh the committed summaries:
+#   BENCH_RESULTS=bench/results make e2e
+results_dir() {
+	local dir="${1:-${BENCH_RESULTS:-bench/out}}"
+	[[ "$dir" == /* ]] || dir="$ROOT/$dir"
+	printf '%s\n' "$dir"
+}
+
 PIDS=()  # pids of the processes started and not reaped yet
 NAMES=() # their names, for messages
 

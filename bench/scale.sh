@@ -12,7 +12,7 @@
 #      every SCALE_ECHO_EVERY_S; then read the nodes' /__stats (openSessions),
 #      Caddy's RSS, goroutines, open files and pins, and let the clients count
 #      their live sessions (connected, on the expected transport)
-#   4. report: a table, bench/results/scale-<UTC stamp>.{json,md}, and Caddy's heap
+#   4. report: a table, bench/out/scale-<UTC stamp>.{json,md}, and Caddy's heap
 #      profile with the sessions open: scale-<stamp>-heap.{pprof,txt}
 #
 # PASS when every session was opened, all are alive at the end (clients' count and
@@ -44,7 +44,8 @@
 #   SCALE_H2 [0]
 #   SCALE_SESSION_TIMEOUT_S [30: one session's connect + upgrade, and an echo's ack]
 #   MAX_LOAD [1.0] LOAD_WAIT [1200] SCALE_NODE_PORTS ["3211 3212 3213"]
-#   SCALE_HTTP_PORT [8291] SCALE_ADMIN_PORT [2291] SCALE_RESULTS [<repo>/bench/results]
+#   SCALE_HTTP_PORT [8291] SCALE_ADMIN_PORT [2291] SCALE_RESULTS [$BENCH_RESULTS or bench/out;
+#   BENCH_RESULTS=bench/results refreshes the committed summary]
 #   KEEP_LOGS=1 keep the log directory (kept anyway on failure)
 set -euo pipefail
 export LC_ALL=C
@@ -71,7 +72,7 @@ LOAD_WAIT="${LOAD_WAIT:-1200}"
 read -r -a NODE_PORTS <<<"${SCALE_NODE_PORTS:-3211 3212 3213}"
 HTTP_PORT="${SCALE_HTTP_PORT:-8291}"
 ADMIN_PORT="${SCALE_ADMIN_PORT:-2291}"
-RESULTS_DIR="${SCALE_RESULTS:-$ROOT/bench/results}"
+RESULTS_DIR="$(results_dir "${SCALE_RESULTS:-}")"
 SITE="http://127.0.0.1:$HTTP_PORT"
 ADMIN="http://localhost:$ADMIN_PORT"
 WS_NET=100   # ws sessions: 127.100.0.2 ...

@@ -15,7 +15,7 @@
 #      policy's ttl); at 2/3: restart node2 (SIGTERM, then start it again on the
 #      same port)
 #   5. report: a table, one JSON line on stdout (also saved to
-#      bench/results/soak-<UTC date and time>.json)
+#      bench/out/soak-<UTC date and time>.json; see SOAK_RESULTS)
 #
 # A session is LOST when its client is not connected at the end, or when it was
 # disconnected for any other reason than the restart of node2: only a client that
@@ -33,7 +33,8 @@
 #   SOAK_ADMIN_PORT Caddy admin API on localhost (default 2119)
 #   SOAK_HTTP_PORT  the site, http://127.0.0.1:PORT (default 8180)
 #   SOAK_NODE_PORTS the three nodes' ports (default "3101 3102 3103")
-#   SOAK_RESULTS    directory of the JSON results (default <repo>/bench/results)
+#   SOAK_RESULTS    directory of the JSON results (default $BENCH_RESULTS, else bench/out;
+#                   BENCH_RESULTS=bench/results refreshes the committed summary)
 #   SOAK_CADDYFILE  another Caddyfile to soak (default <repo>/bench/soak.Caddyfile;
 #                   it must read the same SOAK_* placeholders)
 #   KEEP_LOGS=1     keep the log directory (it is kept anyway when the run fails)
@@ -48,7 +49,6 @@ SOAK_SESSIONS="${SOAK_SESSIONS:-500}"
 SOAK_ADMIN_PORT="${SOAK_ADMIN_PORT:-2119}"
 SOAK_HTTP_PORT="${SOAK_HTTP_PORT:-8180}"
 read -r -a NODE_PORTS <<<"${SOAK_NODE_PORTS:-3101 3102 3103}"
-RESULTS_DIR="${SOAK_RESULTS:-$ROOT/bench/results}"
 
 CADDY="$ROOT/bin/caddy"
 CADDYFILE="${SOAK_CADDYFILE:-$ROOT/bench/soak.Caddyfile}"
@@ -67,6 +67,7 @@ RESTART_NODE=2 # node2
 SCRIPT_NAME=soak.sh
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
+RESULTS_DIR="$(results_dir "${SOAK_RESULTS:-}")"
 
 if ! is_uint "$SOAK_SECONDS" || ((SOAK_SECONDS < 20)); then
 	bad_setting "SOAK_SECONDS must be a number >= 20, got '$SOAK_SECONDS'"
