@@ -57,8 +57,8 @@ go run "$benchstat_pkg" -h >/dev/null 2>&1 || true
 
 # BENCH_REV names the code measured when this is not a git checkout
 rev=${BENCH_REV:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
-if [[ -z "${BENCH_REV:-}" && -n "$(git status --porcelain -- module selection 2>/dev/null)" ]]; then
-	rev="$rev (module/ or selection/ modified)"
+if [[ -z "${BENCH_REV:-}" && -n "$(git status --porcelain -- module selection internal 2>/dev/null)" ]]; then
+	rev="$rev (module/, selection/ or internal/ modified)"
 fi
 
 # Comment lines ("# ...") are ignored by benchstat; "key: value" lines
@@ -71,11 +71,11 @@ fi
 	wait_quiet "the policy and handler"
 	# the policy and handler, at the default GOMAXPROCS (2 here)
 	timeout 12m go test -run '^$' -bench . -benchmem -count "$count" -benchtime "$benchtime" \
-		-timeout 12m ./module/ ./selection/ ./selection/engineio/
+		-timeout 12m ./module/ ./selection/ ./internal/engineio/
 	wait_quiet "the pin store"
 	# the pin store with GOMAXPROCS 1 and 2: parallel lookups must scale
 	timeout 12m go test -run '^$' -bench . -benchmem -count "$count" -benchtime "$benchtime" \
-		-cpu 1,2 -timeout 12m ./selection/pins/
+		-cpu 1,2 -timeout 12m ./internal/store/memory/
 	echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$raw"
 
