@@ -47,6 +47,8 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"fail/handler max_body not a size", handler("socketio {\n\t\tmax_body lots\n\t}"), "invalid max_body 'lots'"},
 		{"fail/handler max_body zero", handler("socketio {\n\t\tmax_body 0\n\t}"), "invalid max_body '0'"},
 		{"fail/handler max_body twice", handler("socketio {\n\t\tmax_body 1MB\n\t\tmax_body 2MB\n\t}"), "max_body already specified"},
+		{"fail/handler max_body_memory not a size", handler("socketio {\n\t\tmax_body_memory lots\n\t}"), "invalid max_body_memory 'lots'"},
+		{"fail/handler max_body_memory twice", handler("socketio {\n\t\tmax_body_memory 64MB\n\t\tmax_body_memory 64MB\n\t}"), "max_body_memory already specified"},
 		{"fail/handler cookie twice", handler("socketio {\n\t\tcookie a\n\t\tcookie b\n\t}"), "cookie already specified"},
 		{"fail/handler cookie stray argument", handler("socketio {\n\t\tcookie a b\n\t}"), "wrong argument count"},
 	}

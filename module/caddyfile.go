@@ -28,7 +28,8 @@ func parseHandlerCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	socketio [<matcher>] {
 //		path     <prefix>
 //		cookie   <name>
-//		max_body <size>
+//		max_body        <size>
+//		max_body_memory <size>
 //	}
 //
 // Like every handler directive, socketio takes an optional matcher token
@@ -53,19 +54,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 		case "max_body":
-			if h.MaxBody != 0 {
-				return d.Err("max_body already specified")
+			if err := parseSize(d, &h.MaxBody); err != nil {
+				return err
 			}
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			size, err := humanize.ParseBytes(d.Val())
-			if err != nil || size == 0 || size > math.MaxInt64 {
-				return d.Errf("invalid max_body '%s': must be a positive size such as 1MB", d.Val())
-			}
-			h.MaxBody = int64(size)
-			if d.NextArg() {
-				return d.ArgErr()
+		case "max_body_memory":
+			if err := parseSize(d, &h.MaxBodyMemory); err != nil {
+				return err
 			}
 		case "cookie":
 			if h.Cookie != "" {
@@ -81,6 +75,27 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unrecognized option '%s'", d.Val())
 		}
+	}
+	return nil
+}
+
+// parseSize sets *dst from the option's one argument, a positive size
+// such as 1MB.
+func parseSize(d *caddyfile.Dispenser, dst *int64) error {
+	name := d.Val()
+	if *dst != 0 {
+		return d.Errf("%s already specified", name)
+	}
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	size, err := humanize.ParseBytes(d.Val())
+	if err != nil || size == 0 || size > math.MaxInt64 {
+		return d.Errf("invalid %s '%s': must be a positive size such as 1MB", name, d.Val())
+	}
+	*dst = int64(size)
+	if d.NextArg() {
+		return d.ArgErr()
 	}
 	return nil
 }

@@ -37,6 +37,10 @@ const DefaultPath = "/socket.io/"
 // polling POST body a server accepts.
 const DefaultMaxBody = 1_000_000
 
+// DefaultMaxBodyMemory is the default of Handler.MaxBodyMemory: 32 bodies
+// of the largest size, or tens of thousands of usual ones.
+const DefaultMaxBodyMemory = 32 << 20
+
 // DefaultCookie is the name of engine.io's session cookie (its `cookie`
 // option's default name).
 const DefaultCookie = "io"
@@ -46,21 +50,30 @@ const DefaultCookie = "io"
 // owns each session. It must run in the same route as, and before,
 // `reverse_proxy` with `lb_policy socketio`.
 //
-// For requests under Path it:
+// It judges Engine.IO requests under Path: those whose query names EIO
+// and the polling or websocket transport. For them it:
 //
 //   - refuses (400) requests whose Engine.IO parameters are ambiguous or
 //     malformed: a repeated sid, EIO or transport; an empty, oversized or
 //     non-printable sid; a non-numeric EIO;
+//   - refuses (400) a body on a request that carries none by protocol
+//     (handshakes, polls, CORS preflights, upgrades), and a POST that is
+//     not a polling request of a session; on HTTP/2 and HTTP/3, where a
+//     body of unknown length cannot be told from none without waiting,
+//     such a request reaches the backend without its body;
+//   - reads each polling POST body whole (up to MaxBody, within
+//     MaxBodyMemory for the whole process) before proxying it, so that
+//     a body the client cannot deliver intact fails here (400) instead of
+//     half-way to the backend, where a 502 would count against the node;
 //   - refuses (400) any `Upgrade` other than WebSocket (e.g. `h2c`), and
 //     WebSocket upgrades on a request that does not ask for the websocket
-//     transport: an Engine.IO backend has no use for them; the same goes
-//     for the :protocol of HTTP/2 and HTTP/3 extended CONNECT;
-//   - on HTTP/1.x WebSocket requests, sets the canonical `Connection:
-//     Upgrade` and `Upgrade: websocket`, also when a middlebox dropped the
-//     `upgrade` token from Connection or both headers (the request still
-//     carries its Sec-WebSocket-Key), so that reverse_proxy proxies the
-//     upgrade instead of a plain GET. HTTP/2 and HTTP/3 WebSockets
-//     (extended CONNECT) carry no such headers and are left alone;
+//     transport; the same goes for the :protocol of HTTP/2 and HTTP/3
+//     extended CONNECT;
+//   - on HTTP/1.x requests that ask for a WebSocket (`Upgrade: websocket`
+//     without `Connection: close`), sets `Upgrade: websocket` and adds the
+//     `Upgrade` token to Connection when a middlebox dropped it, keeping
+//     every other token, so that reverse_proxy proxies the upgrade and
+//     still strips the hop-by-hop headers the client listed;
 //   - reads the session id from every polling handshake response (protocol
 //     v3 or v4, text, binary or JSONP framing, plain, gzip or deflate, or
 //     else the `io` cookie) and pins it to the upstream the policy chose,
@@ -68,7 +81,12 @@ const DefaultCookie = "io"
 //   - drops a pin when its owner answers a request of the session with
 //     engine.io's 400 "Session ID unknown".
 //
-// Requests outside Path pass through untouched.
+// Everything else under Path (the client bundle, an application's own
+// requests, transports that HTTP does not carry such as webtransport)
+// passes through untouched, except that an error reading its body is
+// reported to reverse_proxy as the client's, so that it neither retries
+// the request nor counts a failure against the upstream. Requests outside
+// Path pass through untouched.
 type Handler struct {
 	// The path prefix of the Engine.IO endpoint, as configured on the
 	// servers and clients (`path` option). A request to the path without
@@ -90,11 +108,23 @@ type Handler struct {
 	// servers' maxHttpBufferSize. Default: 1MB (engine.io's default).
 	MaxBody int64 `json:"max_body,omitempty"`
 
+	// The most memory, in bytes, that polling POST bodies held for
+	// checking (see max_body) may use at once in the whole process. A
+	// POST whose body would go beyond it is answered 503 with
+	// `Retry-After: 1`, and engine.io clients retry it on a new session:
+	// this only happens when thousands of bodies are in flight at once,
+	// or when clients send bodies slowly on purpose. Pair it with the
+	// server's `read_body` timeout. When several handlers set different
+	// values, each admits a body while the process holds less than its
+	// own value. Default: 32MiB.
+	MaxBodyMemory int64 `json:"max_body_memory,omitempty"`
+
 	logger     *zap.Logger
 	pathNoTail string
 
-	warnPolicy    sync.Once
-	warnCollision sync.Once
+	warnPolicy     sync.Once
+	warnCollision  sync.Once
+	warnBodyMemory sync.Once
 }
 
 // CaddyModule returns the Caddy module information.
@@ -117,6 +147,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.MaxBody == 0 {
 		h.MaxBody = DefaultMaxBody
 	}
+	if h.MaxBodyMemory == 0 {
+		h.MaxBodyMemory = DefaultMaxBodyMemory
+	}
 	h.pathNoTail = strings.TrimSuffix(h.Path, "/")
 	return nil
 }
@@ -128,6 +161,12 @@ func (h *Handler) Validate() error {
 	}
 	if h.MaxBody < 0 {
 		return fmt.Errorf("max_body must not be negative: %d", h.MaxBody)
+	}
+	if h.MaxBodyMemory < 0 {
+		return fmt.Errorf("max_body_memory must not be negative: %d", h.MaxBodyMemory)
+	}
+	if h.MaxBodyMemory < h.MaxBody {
+		return fmt.Errorf("max_body_memory (%d) must be at least max_body (%d)", h.MaxBodyMemory, h.MaxBody)
 	}
 	return nil
 }
@@ -141,31 +180,37 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err != nil {
 		if !engineio.ClaimsEngineIO(r.URL.RawQuery) {
 			// not Engine.IO (a file under the path, say): not ours to judge
-			return next.ServeHTTP(w, r)
+			return h.passThrough(w, r, next)
 		}
-		return h.refuse(r, err)
+		return h.refuse(w, r, err)
 	}
-	if err := h.prepareUpgrade(r, q); err != nil {
-		return h.refuse(r, err)
+	if !q.IsEngineIO() || q.Transport == engineio.TransportUnknown {
+		return h.passThrough(w, r, next)
 	}
-	if !q.IsEngineIO() || q.Transport != engineio.TransportPolling {
+	if err := checkBody(r, q); err != nil {
+		return h.refuse(w, r, err)
+	}
+	if err := prepareUpgrade(r, q); err != nil {
+		return h.refuse(w, r, err)
+	}
+	if q.Transport != engineio.TransportPolling {
 		return next.ServeHTTP(w, r)
 	}
 
-	var ex *exchange
+	kind := learnSession
 	switch {
 	case q.SID == "" && r.Method == http.MethodGet:
-		ex = newExchange(h, w, r, learnHandshake, q)
-	case q.SID != "":
-		ex = newExchange(h, w, r, learnSession, q)
-	default:
+		kind = learnHandshake
+	case q.SID == "":
 		return next.ServeHTTP(w, r)
 	}
+	ex := newExchange(h, w, r, kind, q)
 	if r.Method == http.MethodPost {
-		if err := ex.readBody(h.MaxBody); err != nil {
-			return h.refuse(r, err)
-		}
+		err := ex.readBody(h.MaxBody, h.MaxBodyMemory)
 		defer ex.releaseBody()
+		if err != nil {
+			return h.refuse(w, r, err)
+		}
 	}
 	if err := next.ServeHTTP(ex, r); err != nil {
 		return err
@@ -173,20 +218,58 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return ex.finish()
 }
 
+// passThrough hands a request the handler does not judge to next, with
+// its body (if any) marked so that an error reading it is the client's.
+func (h *Handler) passThrough(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &clientBody{ReadCloser: r.Body}
+	}
+	return next.ServeHTTP(w, r)
+}
+
 // matches reports whether path is the Engine.IO endpoint.
 func (h *Handler) matches(path string) bool {
 	return strings.HasPrefix(path, h.Path) || path == h.pathNoTail
 }
 
-// Errors of prepareUpgrade.
+// Errors of checkBody and prepareUpgrade.
 var (
-	errUpgradeNotWebSocket = fmt.Errorf("upgrade to a protocol other than websocket")
-	errUpgradeNotTransport = fmt.Errorf("websocket upgrade on a request for another transport")
+	errBodyNotExpected     = errors.New("request body on an Engine.IO request that carries none")
+	errPostNotSession      = errors.New("POST that is not a polling request of a session")
+	errUpgradeNotWebSocket = errors.New("upgrade to a protocol other than websocket")
+	errUpgradeNotTransport = errors.New("websocket upgrade on a request for another transport")
 )
 
+// checkBody refuses a body where Engine.IO has none. Only a polling POST
+// of a session carries one (its packets); an HTTP/2 or HTTP/3 extended
+// CONNECT carries the WebSocket itself.
+func checkBody(r *http.Request, q engineio.Query) error {
+	if r.Method == http.MethodPost {
+		if q.Transport != engineio.TransportPolling || q.SID == "" {
+			return errPostNotSession
+		}
+		return nil
+	}
+	if extendedConnectProtocol(r) != "" || r.Body == nil || r.Body == http.NoBody {
+		return nil
+	}
+	switch {
+	case r.ContentLength > 0:
+		return errBodyNotExpected
+	case r.ContentLength < 0 && r.ProtoMajor == 1:
+		// chunked
+		return errBodyNotExpected
+	case r.ContentLength < 0:
+		// HTTP/2 and HTTP/3 may not say whether a body follows the
+		// headers; whatever follows never reaches the backend
+		r.Body, r.ContentLength = http.NoBody, 0
+	}
+	return nil
+}
+
 // prepareUpgrade refuses upgrades an Engine.IO backend cannot want and
-// gives HTTP/1.x WebSocket requests canonical upgrade headers.
-func (h *Handler) prepareUpgrade(r *http.Request, q engineio.Query) error {
+// tidies the headers of HTTP/1.x requests that ask for a WebSocket.
+func prepareUpgrade(r *http.Request, q engineio.Query) error {
 	if r.ProtoMajor != 1 {
 		// HTTP/2 and HTTP/3 have no Upgrade: their WebSockets arrive as
 		// extended CONNECT (RFC 8441, RFC 9220), which reverse_proxy
@@ -203,22 +286,28 @@ func (h *Handler) prepareUpgrade(r *http.Request, q engineio.Query) error {
 		return nil
 	}
 	upgrade := r.Header["Upgrade"]
-	if len(upgrade) > 0 {
-		if !httpguts.HeaderValuesContainsToken(upgrade, "websocket") {
-			return errUpgradeNotWebSocket
-		}
-		if q.Transport != engineio.TransportWebSocket {
-			return errUpgradeNotTransport
-		}
-	}
-	if q.Transport != engineio.TransportWebSocket || r.Method != http.MethodGet {
+	if len(upgrade) == 0 {
+		// no request to switch protocols, whatever Sec-WebSocket-*
+		// headers it carries (RFC 9110 §7.8): a front proxy that strips
+		// Upgrade and reuses its connection must get a plain answer
 		return nil
 	}
-	// a WebSocket handshake: Upgrade names websocket, or a middlebox
-	// stripped the hop-by-hop headers but the client's key is still there
-	if len(upgrade) > 0 || (r.Header.Get("Sec-WebSocket-Key") != "" && r.Header.Get("Sec-WebSocket-Version") != "") {
-		r.Header["Connection"] = []string{"Upgrade"}
-		r.Header["Upgrade"] = []string{"websocket"}
+	if !httpguts.HeaderValuesContainsToken(upgrade, "websocket") {
+		return errUpgradeNotWebSocket
+	}
+	if q.Transport != engineio.TransportWebSocket {
+		return errUpgradeNotTransport
+	}
+	connection := r.Header["Connection"]
+	if r.Method != http.MethodGet || httpguts.HeaderValuesContainsToken(connection, "close") {
+		return nil
+	}
+	r.Header["Upgrade"] = []string{"websocket"}
+	if !httpguts.HeaderValuesContainsToken(connection, "upgrade") {
+		// a middlebox dropped the token; keep the others, which name
+		// the hop-by-hop headers reverse_proxy must strip (RFC 9110
+		// §7.6.1)
+		r.Header["Connection"] = append(connection[:len(connection):len(connection)], "Upgrade")
 	}
 	return nil
 }
@@ -240,15 +329,23 @@ func extendedConnectProtocol(r *http.Request) string {
 	return ""
 }
 
-// refuse answers 400 (413 for a body too large) for a request that must
-// not reach a backend.
-func (h *Handler) refuse(r *http.Request, err error) error {
+// refuse answers 400 (413 for a body too large, 503 for a body beyond
+// the memory budget) for a request that must not reach a backend.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) error {
 	if c := h.logger.Check(zapcore.DebugLevel, "refused Engine.IO request"); c != nil {
 		c.Write(zap.Error(err), zap.String("method", r.Method), zap.String("uri", r.RequestURI))
 	}
 	status := http.StatusBadRequest
-	if errors.Is(err, errBodyTooLarge) {
+	switch {
+	case errors.Is(err, errBodyTooLarge):
 		status = http.StatusRequestEntityTooLarge
+	case errors.Is(err, errBodyMemory):
+		status = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", "1")
+		h.warnBodyMemory.Do(func() {
+			h.logger.Warn("polling POST bodies held for checking reached max_body_memory; further POSTs get 503 until some finish (clients sending slowly? set the server's read_body timeout)",
+				zap.Int64("max_body_memory", h.MaxBodyMemory))
+		})
 	}
 	return caddyhttp.Error(status, err)
 }

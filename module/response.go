@@ -51,14 +51,17 @@ type exchange struct {
 	encoding    string // the held response's Content-Encoding
 	cookieSID   string // the sid in the held response's Set-Cookie, if any
 	buf         []byte // held or watched body prefix
+	// nextTry is the length of held body at which Write tries to read the
+	// sid again after an incomplete try: twice the length of the last
+	// one, so that a handshake trickled in tiny writes costs decoding
+	// work linear in its size, not quadratic (each try decodes the whole
+	// prefix, decompressing it again)
+	nextTry int
 	small       [64]byte
 
 	// a POST's body, read whole before proxying
-	body    requestBody
-	bodyBuf *pooledBody
-	// limits the read of body; a field so that io.LimitReader's
-	// allocation does not add to every polling POST
-	bodyLimit io.LimitedReader
+	held *heldBody
+	body bodyReader
 }
 
 func newExchange(h *Handler, w http.ResponseWriter, r *http.Request, kind learnKind, q engineio.Query) *exchange {
@@ -104,8 +107,14 @@ func (ex *exchange) Write(p []byte) (int, error) {
 	case ex.holding:
 		kept := min(len(p), engineio.MaxHandshakeBytes-len(ex.buf))
 		ex.buf = append(ex.buf, p[:kept]...)
+		full := kept < len(p) || len(ex.buf) >= engineio.MaxHandshakeBytes
+		if !full && len(ex.buf) < ex.nextTry {
+			// see nextTry: finish reads what is held at the end anyway
+			return len(p), nil
+		}
 		sid, err := engineio.HandshakeSID(ex.buf, ex.encoding, false)
-		if errors.Is(err, engineio.ErrIncomplete) && kept == len(p) && len(ex.buf) < engineio.MaxHandshakeBytes {
+		if errors.Is(err, engineio.ErrIncomplete) && !full {
+			ex.nextTry = 2 * len(ex.buf)
 			return len(p), nil
 		}
 		ex.learn(sid, err)
