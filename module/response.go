@@ -57,7 +57,7 @@ type exchange struct {
 	// work linear in its size, not quadratic (each try decodes the whole
 	// prefix, decompressing it again)
 	nextTry int
-	small       [64]byte
+	small   [64]byte
 
 	// a POST's body, read whole before proxying
 	held *heldBody
