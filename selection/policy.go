@@ -251,39 +251,18 @@ func (s *SocketIOSelection) choose(pool reverseproxy.UpstreamPool, r *http.Reque
 		}
 		return s.fallback.Select(pool, r, w), RouteNew
 	}
-	p := upstreamPool(pool)
 	var buf [store.MaxOwners]store.Owner
 	owners := s.store.Lookup(q.SID, buf[:0])
-	var client uint64
-	if len(owners) > 1 {
-		client = store.ClientHash(handoff.ClientIP(r))
-	}
-	i, o, route := Owner(p, owners, client)
-	switch route {
-	case RouteOwner:
+	i, o, route := Resolve(upstreamPool(pool), owners, handoff.ClientIP(r))
+	if route == RouteOwner {
 		s.store.Touch(owners[o])
-		return pool[i], route
-	case RouteOwnerDown:
-		// the client gives up on a session after one failed request, so
-		// the session is over: keep its pin as a tombstone, so that a
-		// retry (Select runs again) or a late request fails the same way
-		// even if the owner comes back
-		s.store.Drop(owners[o])
-		return nil, route
-	case RouteUnknown:
-		ip := handoff.ClientIP(r)
-		if len(owners) > 0 && Departed(owners, store.ClientHash(ip)) >= 0 {
-			// its owner was just removed from this pool; the pin becomes
-			// a tombstone when the old configuration is cleaned up
-			return nil, RouteOwnerDown
-		}
-		if i = Hash(p, ip); i >= 0 {
-			return pool[i], route
-		}
-		return nil, route
-	default:
+	}
+	if i < 0 {
+		// RouteOwnerDown keeps the pin of an owner that is only
+		// unavailable (see Resolve); reverse_proxy answers 503 or retries
 		return nil, route
 	}
+	return pool[i], route
 }
 
 // warnNoLearning warns, once, when a polling handshake is placed by a

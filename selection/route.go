@@ -26,9 +26,12 @@ const (
 	RouteNew Route = iota
 	// RouteOwner: the sid is pinned and its owner is available.
 	RouteOwner
-	// RouteOwnerDown: the sid is pinned to an upstream of this pool that
-	// is not available. No other upstream knows the session, so the
-	// request must fail fast and the client start a new one.
+	// RouteOwnerDown: the sid's owner cannot take the request now (it is
+	// unavailable, the session ended on it, or it just left the pool), or
+	// the only upstream left to try holds another client's session under
+	// the same sid. No other upstream knows the session, so the request
+	// fails (reverse_proxy answers 503 once lb_try_duration is spent);
+	// the pin of an owner that is only unavailable is kept.
 	RouteOwnerDown
 	// RouteUnknown: the sid is not pinned to any upstream of this pool
 	// (the proxy restarted, the pin expired, or the handshake was not
@@ -67,6 +70,51 @@ type Pool[U any] struct {
 	Available func(U) bool
 }
 
+// Resolve routes a request of a session: given the session's unexpired
+// pins (newest first, from the store's Lookup) and the requesting
+// client's address, it returns the index in p.Upstreams of the upstream
+// that must serve it (-1 if none may), the index in owners of the pin
+// that decided (-1 if none did; the caller touches it on RouteOwner), and
+// the route:
+//
+//   - RouteOwner: the session's owner, available;
+//   - RouteOwnerDown: the owner is unavailable, or the session ended on
+//     it (a tombstone), or its owner just left the pool, or the request
+//     would otherwise reach another client's owner: no upstream may serve
+//     the request now;
+//   - RouteUnknown: no pin tells the owner apart; the client address
+//     picks the upstream (Hash), as Caddy's client_ip_hash would, but
+//     never one that holds another client's pin of the sid.
+//
+// An owner that is only unavailable keeps its pin: if it is back in time
+// (a retry within lb_try_duration, the client's next poll), the session
+// goes on; if it lost the session, its own "Session ID unknown" ends it.
+func Resolve[U any](p Pool[U], owners []store.Owner, ip string) (upstream, owner int, route Route) {
+	if len(owners) == 0 {
+		return Hash(p, ip), -1, RouteUnknown
+	}
+	client := store.ClientHash(ip)
+	upstream, owner, route = Owner(p, owners, client)
+	if route != RouteUnknown {
+		return upstream, owner, route
+	}
+	if d := Departed(p, owners, client); d >= 0 {
+		return -1, d, RouteOwnerDown
+	}
+	upstream = Hash(p, ip)
+	if upstream >= 0 {
+		dial := p.Dial(p.Upstreams[upstream])
+		for _, o := range owners {
+			if o.Dial == dial {
+				// another client's session (or one that cannot be told
+				// from it) lives there under this sid
+				return -1, -1, RouteOwnerDown
+			}
+		}
+	}
+	return upstream, -1, RouteUnknown
+}
+
 // Owner picks the upstream of p that owns a session, given the session's
 // unexpired pins (newest first) and the hash of the requesting client's
 // address. It returns the index of the upstream in p.Upstreams (-1 unless
@@ -77,53 +125,72 @@ type Pool[U any] struct {
 //   - RouteOwnerDown: the owner is in the pool but unavailable, or the
 //     pin is a tombstone (the session ended on its owner, or the owner
 //     left the configuration): no upstream can serve the request;
-//   - RouteUnknown: no pin names an upstream of this pool.
+//   - RouteUnknown: no pin names an upstream of this pool, or the pins
+//     cannot tell which is the client's.
 //
-// When two upstreams minted the same sid (a collision), the pin made for
-// the same client address wins; when none or both match, the newest does.
-// Pins naming upstreams outside the pool belong to another pool (another
-// site's cluster may mint the same ids), except tombstones of upstreams
-// that left every configuration: those still fail the request.
+// One pin in the pool is the session's, whatever the client's address
+// now (mobile clients change networks), unless a pin outside the pool was
+// made for this address and that one was not. When several upstreams
+// minted the same sid (a collision: sequential ids such as "7" from some
+// servers), only the pin made for the same client address tells its
+// owner; if none or several match, the request could land in another
+// client's session, so Owner names none. Pins naming upstreams outside
+// the pool belong to another pool (another site's cluster may mint the
+// same ids), except tombstones of upstreams that left every
+// configuration: those still fail the request.
 func Owner[U any](p Pool[U], owners []store.Owner, client uint64) (upstream, owner int, route Route) {
-	best, bestOwner, goneOwner := -1, -1, -1
+	inPool, matches := 0, 0
+	first, firstUp, match, matchUp, goneOutside := -1, -1, -1, -1, -1
+	matchOutside := false
 	for oi, o := range owners {
 		i := p.index(o.Dial)
 		if i < 0 {
-			if o.Gone && goneOwner < 0 {
-				goneOwner = oi
+			if o.Gone && goneOutside < 0 {
+				goneOutside = oi
 			}
+			matchOutside = matchOutside || (!o.Gone && o.Client == client)
 			continue
 		}
-		switch {
-		case best < 0:
-			best, bestOwner = i, oi
-		case o.Client == client && owners[bestOwner].Client != client:
-			best, bestOwner = i, oi
+		inPool++
+		if first < 0 {
+			first, firstUp = oi, i
+		}
+		if o.Client == client {
+			matches++
+			if match < 0 {
+				match, matchUp = oi, i
+			}
 		}
 	}
 	switch {
-	case best < 0 && goneOwner >= 0:
-		return -1, goneOwner, RouteOwnerDown
-	case best < 0:
+	case inPool == 0 && goneOutside >= 0:
+		return -1, goneOutside, RouteOwnerDown
+	case matches == 1:
+		upstream, owner = matchUp, match
+	case inPool == 1 && matches == 0 && !matchOutside:
+		upstream, owner = firstUp, first
+	default:
 		return -1, -1, RouteUnknown
-	case owners[bestOwner].Gone || !p.Available(p.Upstreams[best]):
-		return -1, bestOwner, RouteOwnerDown
 	}
-	return best, bestOwner, RouteOwner
+	if owners[owner].Gone || !p.Available(p.Upstreams[upstream]) {
+		return -1, owner, RouteOwnerDown
+	}
+	return upstream, owner, RouteOwner
 }
 
-// Departed returns the index in owners of a pin made for the same client
-// (hash) that names none of p's upstreams, or -1. Call it when Owner says
-// RouteUnknown: such a pin is most likely the session's own, its owner
-// just removed from the pool by a reload. Caddy runs the new configuration
-// before it cleans up the old one, and only that clean-up turns the
-// removed upstream's pins into tombstones; in between, the session's
-// requests must still fail rather than reach a node that never knew it.
-// (Another pool whose server minted the same sid for the same client
-// address is the price: its session's requests here would fail too.)
-func Departed(owners []store.Owner, client uint64) int {
+// Departed returns the index in owners of a live pin made for the same
+// client (hash) that names none of p's upstreams, or -1. Call it when
+// Owner says RouteUnknown: such a pin is most likely the session's own,
+// its owner just removed from the pool by a reload. Caddy runs the new
+// configuration before it cleans up the old one, and only that clean-up
+// turns the removed upstream's pins into tombstones; in between, the
+// session's requests must still fail rather than reach a node that never
+// knew it. (Another pool whose server minted the same sid for the same
+// client address is the price: its session's requests here would fail
+// too.)
+func Departed[U any](p Pool[U], owners []store.Owner, client uint64) int {
 	for i, o := range owners {
-		if !o.Gone && o.Client == client {
+		if !o.Gone && o.Client == client && p.index(o.Dial) < 0 {
 			return i
 		}
 	}

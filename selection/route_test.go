@@ -145,18 +145,19 @@ func TestOwner(t *testing.T) {
 			upstream: 1, owner: 0, wantRoute: RouteOwner,
 		},
 		{
-			name:     "ok/collision, none matching: newest wins",
+			// either owner may be another client's: name none
+			name:     "ok/collision, none matching: no owner",
 			pool:     fakePool(up("n1:3000"), up("n2:3000"), up("n3:3000")),
 			pins:     []pinSpec{{"n1:3000", clientA}, {"n2:3000", clientB}},
 			client:   clientC,
-			upstream: 1, owner: 0, wantRoute: RouteOwner,
+			upstream: -1, owner: -1, wantRoute: RouteUnknown,
 		},
 		{
-			name:     "ok/collision, both matching: newest wins",
+			name:     "ok/collision, both matching: no owner",
 			pool:     fakePool(up("n1:3000"), up("n2:3000"), up("n3:3000")),
 			pins:     []pinSpec{{"n1:3000", clientA}, {"n2:3000", clientA}},
 			client:   clientA,
-			upstream: 1, owner: 0, wantRoute: RouteOwner,
+			upstream: -1, owner: -1, wantRoute: RouteUnknown,
 		},
 		{
 			name:     "ok/collision of three, client matches the oldest",
@@ -181,7 +182,7 @@ func TestOwner(t *testing.T) {
 			pool:     fakePool(up("n1:3000"), down("n2:3000")),
 			pins:     []pinSpec{{"n1:3000", clientA}, {"n2:3000", clientB}},
 			client:   clientC,
-			upstream: -1, owner: 0, wantRoute: RouteOwnerDown,
+			upstream: -1, owner: -1, wantRoute: RouteUnknown,
 		},
 		{
 			name:     "ok/collision, newest owner not in pool",
@@ -191,15 +192,13 @@ func TestOwner(t *testing.T) {
 			upstream: 0, owner: 1, wantRoute: RouteOwner,
 		},
 		{
-			// Current behaviour: an owner outside this pool is ignored even
-			// when it is the client's own, so the other client's owner is
-			// chosen. See the report: arguably RouteUnknown (or
-			// RouteOwnerDown) would be safer.
+			// the client's own owner is outside this pool (just removed,
+			// see Departed): the one in the pool is another client's
 			name:     "ok/collision, matching owner not in pool",
 			pool:     fakePool(up("n1:3000"), up("n2:3000")),
 			pins:     []pinSpec{{"n1:3000", clientB}, {"gone:3000", clientA}},
 			client:   clientA,
-			upstream: 0, owner: 1, wantRoute: RouteOwner,
+			upstream: -1, owner: -1, wantRoute: RouteUnknown,
 		},
 	}
 	for _, tc := range cases {
@@ -395,6 +394,8 @@ func TestAllocs(t *testing.T) {
 	}{
 		{"ok/Owner", func() { sink, _, _ = Owner(p, owners, 1) }},
 		{"ok/Owner, no owners", func() { sink, _, _ = Owner(p, nil, 1) }},
+		{"ok/Resolve, collision", func() { sink, _, _ = Resolve(p, owners, "192.0.2.1") }},
+		{"ok/Resolve, no owners", func() { sink, _, _ = Resolve(p, nil, "192.0.2.1") }},
 		{"ok/Hash", func() { sink = Hash(p, "192.0.2.1") }},
 		{"ok/Hash, caddy upstreams", func() { sink = Hash(cp, "2001:db8::1") }},
 	}
@@ -469,19 +470,22 @@ func TestDeparted(t *testing.T) {
 	s.Pin(testSID, "old:3000", 7)
 	s.Pin(testSID, "other:3000", 8)
 	s.DropDial(testSID, "other:3000")
+	s.Pin(testSID, "kept:3000", 10)
 	owners := s.Lookup(testSID, nil)
+	pool := fakePool(up("kept:3000"))
 	tests := []struct {
 		name   string
 		client uint64
 		want   string
 	}{
 		{"ok/same client", 7, "old:3000"},
+		{"ok/pins in the pool do not count", 10, ""},
 		{"ok/another client", 9, ""},
 		{"ok/tombstones do not count", 8, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			i := Departed(owners, tt.client)
+			i := Departed(pool, owners, tt.client)
 			got := ""
 			if i >= 0 {
 				got = owners[i].Dial
@@ -491,4 +495,87 @@ func TestDeparted(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestResolve routes requests of a session the way Select does, through
+// a real store: never into another client's session (issue 10, item 5),
+// and an owner that is only unavailable keeps its pin (item 2).
+func TestResolve(t *testing.T) {
+	nodes := []string{"n1:3000", "n2:3000", "n3:3000", "n4:3000", "n5:3000"}
+	all := func() Pool[fakeUpstream] {
+		ups := make([]fakeUpstream, len(nodes))
+		for i, d := range nodes {
+			ups[i] = up(d)
+		}
+		return fakePool(ups...)
+	}
+
+	t.Run("ok/five nodes mint the same sequential sid", func(t *testing.T) {
+		// each client's handshake went to the node its address hashes to
+		// (the default fallback), and each node minted "7"
+		p := all()
+		s := memory.New()
+		clients := make([]string, len(nodes))
+		for i := range nodes {
+			clients[i] = addressHashingToFake(t, p, i)
+			res := s.Pin("7", nodes[i], store.ClientHash(clients[i]))
+			if want := map[bool]store.PinResult{true: store.Refused, false: store.Collided}[i == store.MaxOwners]; i > 0 && res != want {
+				t.Fatalf("pin %d: %v, want %v", i, res, want)
+			}
+		}
+		for i, ip := range clients {
+			upstream, _, route := Resolve(p, s.Lookup("7", nil), ip)
+			if upstream != i {
+				t.Errorf("client of %s routed to %d (%v), want its own node", nodes[i], upstream, route)
+			}
+		}
+		// a stranger behind none of those addresses, hashing onto an
+		// owner, reaches nobody's session
+		for j := range 200 {
+			ip := fmt.Sprintf("198.51.100.%d", j)
+			upstream, _, route := Resolve(p, s.Lookup("7", nil), ip)
+			if h := Hash(p, ip); h < store.MaxOwners && (upstream != -1 || route != RouteOwnerDown) {
+				t.Fatalf("stranger %s hashing onto owner %s routed to %d (%v), want none", ip, nodes[h], upstream, route)
+			}
+		}
+	})
+
+	t.Run("ok/owner unavailable, then back", func(t *testing.T) {
+		p := all()
+		s := memory.New()
+		s.Pin(testSID, "n3:3000", store.ClientHash("192.0.2.9"))
+		p.Upstreams[2].up = false
+		upstream, _, route := Resolve(p, s.Lookup(testSID, nil), "192.0.2.9")
+		if upstream != -1 || route != RouteOwnerDown {
+			t.Fatalf("owner down: (%d, %v), want (-1, owner_down)", upstream, route)
+		}
+		if got := s.Lookup(testSID, nil); len(got) != 1 || got[0].Gone {
+			t.Fatalf("owner down: pins %+v, want the live pin kept", got)
+		}
+		p.Upstreams[2].up = true
+		if upstream, _, route := Resolve(p, s.Lookup(testSID, nil), "192.0.2.9"); upstream != 2 || route != RouteOwner {
+			t.Fatalf("owner back: (%d, %v), want (2, owner)", upstream, route)
+		}
+	})
+
+	t.Run("ok/no pin: client-IP hash", func(t *testing.T) {
+		p := all()
+		ip := addressHashingToFake(t, p, 3)
+		if upstream, owner, route := Resolve(p, nil, ip); upstream != 3 || owner != -1 || route != RouteUnknown {
+			t.Fatalf("(%d, %d, %v), want (3, -1, unknown)", upstream, owner, route)
+		}
+	})
+}
+
+// addressHashingToFake returns a client address that Hash sends to
+// p.Upstreams[want].
+func addressHashingToFake(t testing.TB, p Pool[fakeUpstream], want int) string {
+	t.Helper()
+	for i := range 100000 {
+		if ip := ipKey(i); Hash(p, ip) == want {
+			return ip
+		}
+	}
+	t.Fatalf("no address hashes to %d", want)
+	return ""
 }

@@ -16,6 +16,7 @@
 package handoff
 
 import (
+	"net"
 	"net/http"
 	"strings"
 
@@ -110,23 +111,24 @@ func (h *Handoff) Disown() bool {
 	return h.store.DropDial(h.query.SID, h.dial)
 }
 
-// ClientIP returns the client address Caddy determined for r (honouring
-// trusted_proxies), without a port: the key client_ip_hash hashes, and
-// the key that tells clients of colliding sids apart.
+// ClientIP returns the key Caddy's client_ip_hash policy hashes for r:
+// the client address Caddy determined (honouring trusted_proxies), without
+// a port, and nothing else: when Caddy has none (a unix-socket listener
+// without trusted_proxies_unix, an unparsable peer address) it is empty
+// for both, so that a handshake placed by client_ip_hash and the
+// session's later requests agree. It is also the key that tells clients
+// of colliding sids apart.
 func ClientIP(r *http.Request) string {
 	addr, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-	if addr == "" {
-		addr = r.RemoteAddr
+	// what client_ip_hash does: net.SplitHostPort, or the whole value if
+	// that fails. The usual values (an IP, no port) fail it, and it
+	// allocates its error, so the cases it must fail are answered first:
+	// no colon at all, or more than one outside brackets (a bare IPv6)
+	if colons := strings.Count(addr, ":"); colons == 0 || (colons > 1 && !strings.HasPrefix(addr, "[")) {
+		return addr
 	}
-	// strip a port without allocating (net.SplitHostPort allocates an
-	// error for the usual port-less value)
-	switch {
-	case strings.HasPrefix(addr, "["):
-		if end := strings.IndexByte(addr, ']'); end > 0 {
-			return addr[1:end]
-		}
-	case strings.Count(addr, ":") == 1:
-		return addr[:strings.IndexByte(addr, ':')]
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
 	}
 	return addr
 }
