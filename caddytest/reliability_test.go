@@ -261,7 +261,9 @@ func relLogTo(path string) string {
 // and policy with the recommended passive health checks. The dead node's
 // sessions must fail fast and come back on live nodes after one reconnect
 // each; no request may reach a node that did not mint its sid; the dead
-// node's pins must become tombstones; and engine.io's 400 "Session ID
+// node's pins are kept, not tombstoned (an owner that is down may come
+// back within lb_try_duration, see TestOwnerBackWithinTryDuration); and
+// engine.io's 400 "Session ID
 // unknown" must not count against a healthy node. The negative case shows
 // why the plugin warns about `unhealthy_status 400`: the same burst of
 // stale sids then takes every healthy node out of the pool.
@@ -303,13 +305,9 @@ func TestReliabilityNodeFailure(t *testing.T) {
 		recovery, recovered := relWaitFor(15*time.Second, 50*time.Millisecond, func() bool {
 			return pinsOf(t).Pinned-pinsBefore.Pinned >= uint64(killed)
 		})
-		gone, emptied := relWaitFor(15*time.Second, 50*time.Millisecond, func() bool {
-			return pinsOf(t).ByUpstream[victim.Dial()] == 0
-		})
-		gone += recovery
 		pinsKilled := pinsOf(t)
-		t.Logf("killed %s with %d of %d sessions; all of them re-handshaked within %s (%v), its pins left by_upstream within %s (%v): %v, dropped to tombstones %d",
-			victim.Name, killed, clients, recovery, recovered, gone, emptied, pinsKilled.ByUpstream, pinsKilled.Dropped-pinsBefore.Dropped)
+		t.Logf("killed %s with %d of %d sessions; all of them re-handshaked within %s (%v); pins per upstream %v, dropped to tombstones %d",
+			victim.Name, killed, clients, recovery, recovered, pinsKilled.ByUpstream, pinsKilled.Dropped-pinsBefore.Dropped)
 
 		// read the counters before the hold ends (then the clients close
 		// their sessions, and requests still on the way may fail)
@@ -323,9 +321,13 @@ func TestReliabilityNodeFailure(t *testing.T) {
 		if !recovered || recovery > 5*time.Second {
 			t.Errorf("the dead node's %d sessions took %s to re-handshake (all: %v), want at most pingInterval + pingTimeout + the client's reconnect delay (5s)", killed, recovery, recovered)
 		}
-		if dropped := pinsKilled.Dropped - pinsBefore.Dropped; !emptied || dropped < uint64(killed) || pinsKilled.Tombstones < killed {
-			t.Errorf("the dead node's pins: %d still live after %s, %d dropped to tombstones (%d tombstones held), want 0 live and at least %d dropped",
-				pinsKilled.ByUpstream[victim.Dial()], gone, dropped, pinsKilled.Tombstones, killed)
+		// an owner that is only unavailable keeps its pins (it may be
+		// back within lb_try_duration); the sessions end by the clients
+		// giving up on them, and their pins by expiry or by the node's
+		// own "Session ID unknown" once it is back
+		if dropped := pinsKilled.Dropped - pinsBefore.Dropped; dropped != 0 || pinsKilled.ByUpstream[victim.Dial()] != killed {
+			t.Errorf("the dead node's pins: %d live, %d dropped to tombstones, want its %d pins kept and none dropped",
+				pinsKilled.ByUpstream[victim.Dial()], dropped, killed)
 		}
 		if res.DisconnectsDuringHold.Count != killed || res.Reconnects != killed {
 			t.Errorf("%d disconnects and %d reconnects, want %d each (the dead node's sessions)", res.DisconnectsDuringHold.Count, res.Reconnects, killed)
