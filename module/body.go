@@ -1,7 +1,6 @@
 package module
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -36,13 +35,19 @@ func reserve(n, limit int64) bool {
 	}
 }
 
-// heldBody is a POST body read into memory. Its buffer is shared by the
-// request's body, by any copy that Go's transport makes through GetBody
-// to resend the request, and by the handler until ServeHTTP returns; it is
-// recycled only when all of them are done. The transport may read and
-// close the body after ServeHTTP returned (its write loop runs apart).
+// heldBody is a POST body read into memory, in chunks: a first one that
+// fits a usual POST (a Socket.IO event), then bodyChunk-sized ones, so
+// that a large body grows without copying (no garbage the size of the
+// body for the collector to find later) and a client that declares a
+// large body and sends little holds little. The chunks are shared by
+// the request's body, by any copy that Go's transport makes through
+// GetBody to resend the request, and by the handler until ServeHTTP
+// returns; the heldBody is recycled only when all of them are done. The
+// transport may read and close the body after ServeHTTP returned (its
+// write loop runs apart).
 type heldBody struct {
-	buf      []byte
+	chunks   [][]byte // each full but the last; chunks[0] is recycled
+	size     int64
 	refs     atomic.Int32
 	reserved int64 // bytes counted in heldBodyBytes, until ServeHTTP returns
 	getBody  func() (io.ReadCloser, error)
@@ -50,9 +55,52 @@ type heldBody struct {
 
 // bodyReader reads a heldBody; closing it gives its reference back.
 type bodyReader struct {
-	bytes.Reader
 	held   *heldBody
+	chunk  int // the chunk being read
+	off    int // the offset in it
 	closed atomic.Bool
+}
+
+func (r *bodyReader) reset(held *heldBody) {
+	r.held, r.chunk, r.off = held, 0, 0
+	r.closed.Store(false)
+}
+
+// Read implements io.Reader.
+func (r *bodyReader) Read(p []byte) (int, error) {
+	chunks := r.held.chunks
+	n := 0
+	for n < len(p) && r.chunk < len(chunks) {
+		k := copy(p[n:], chunks[r.chunk][r.off:])
+		n += k
+		r.off += k
+		if r.off == len(chunks[r.chunk]) {
+			r.chunk, r.off = r.chunk+1, 0
+		}
+	}
+	if n == 0 && len(p) > 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// WriteTo implements io.WriterTo, which io.Copy (and so Go's transport)
+// prefers: each chunk goes out in one write.
+func (r *bodyReader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for chunks := r.held.chunks; r.chunk < len(chunks); r.chunk, r.off = r.chunk+1, 0 {
+		rest := chunks[r.chunk][r.off:]
+		if len(rest) == 0 {
+			continue
+		}
+		n, err := w.Write(rest)
+		total += int64(n)
+		r.off += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
 }
 
 // Close implements io.Closer.
@@ -64,32 +112,52 @@ func (r *bodyReader) Close() error {
 }
 
 func (b *heldBody) unref() {
-	if b.refs.Add(-1) == 0 && cap(b.buf) <= maxPooledBody {
-		b.buf = b.buf[:0]
-		heldBodies.Put(b)
+	if b.refs.Add(-1) != 0 {
+		return
 	}
+	for _, c := range b.chunks[min(1, len(b.chunks)):] {
+		if cap(c) == bodyChunk {
+			bodyChunks.Put((*[bodyChunk]byte)(c[:bodyChunk]))
+		}
+	}
+	if len(b.chunks) == 0 || cap(b.chunks[0]) > maxPooledBody {
+		return
+	}
+	clear(b.chunks[1:])
+	b.chunks[0] = b.chunks[0][:0]
+	b.chunks = b.chunks[:1]
+	b.size = 0
+	heldBodies.Put(b)
 }
 
-// heldBodies recycles the buffers of POST bodies; most are a few bytes.
-// GetBody is made once per heldBody rather than once per POST.
+// heldBodies recycles the first chunks of POST bodies; most bodies fit
+// in one. GetBody is made once per heldBody rather than once per POST.
 var heldBodies = sync.Pool{New: func() any {
 	b := new(heldBody)
 	b.getBody = func() (io.ReadCloser, error) {
 		b.refs.Add(1)
-		r := &bodyReader{held: b}
-		r.Reset(b.buf)
+		r := new(bodyReader)
+		r.reset(b)
 		return r, nil
 	}
 	return b
 }}
 
-// maxPooledBody bounds the buffers kept for reuse, so that one large POST
-// does not pin its buffer in the pool.
+// bodyChunks recycles the full-size chunks of large bodies: under a
+// flood of large POSTs, the chunks of those refused or done are reused by
+// the next instead of waiting for the collector, so that the process
+// holds about max_body_memory, not twice as much.
+var bodyChunks = sync.Pool{New: func() any { return new([bodyChunk]byte) }}
+
+// maxPooledBody bounds the first chunks kept for reuse.
 const maxPooledBody = 64 << 10
 
-// firstBodyChunk is the capacity a body's buffer starts with when the
-// pool has none: a usual POST (a Socket.IO event) fits.
-const firstBodyChunk = 4 << 10
+// firstBodyChunk is the size of a body's first chunk: a usual POST fits.
+// bodyChunk is the size of the next ones.
+const (
+	firstBodyChunk = 4 << 10
+	bodyChunk      = 64 << 10
+)
 
 // Errors of readBody.
 var (
@@ -99,12 +167,11 @@ var (
 )
 
 // readBody reads the request's body whole, up to limit bytes, with its
-// buffer counted against budget, and gives the request a replayable copy
+// chunks counted against budget, and gives the request a replayable copy
 // with its exact length. A body the client cannot deliver intact fails
 // here, on the client, rather than half-way to the backend, where
 // reverse_proxy would answer 502 and count a failure against a healthy
-// node. The buffer grows as bytes arrive, so a client that declares a
-// large body and sends little holds little.
+// node.
 func (ex *exchange) readBody(limit, budget int64) error {
 	r := ex.req
 	if r.Body == nil || r.Body == http.NoBody {
@@ -116,38 +183,47 @@ func (ex *exchange) readBody(limit, budget int64) error {
 	held := heldBodies.Get().(*heldBody)
 	held.refs.Store(1) // the handler's, until releaseBody
 	ex.held = held
-	buf := held.buf[:0]
-	if cap(buf) > 0 {
-		// a recycled buffer
-		if !reserve(int64(cap(buf)), budget) {
+	if len(held.chunks) == 1 {
+		// a recycled first chunk
+		if !reserve(int64(cap(held.chunks[0])), budget) {
+			held.chunks = held.chunks[:0]
 			return errBodyMemory
 		}
-		held.reserved = int64(cap(buf))
+		held.reserved = int64(cap(held.chunks[0]))
 	}
 	for {
-		if len(buf) == cap(buf) {
-			if int64(len(buf)) > limit {
+		last := len(held.chunks) - 1
+		if last < 0 || len(held.chunks[last]) == cap(held.chunks[last]) {
+			if held.size > limit {
 				return errBodyTooLarge
 			}
-			grown := int64(max(2*cap(buf), firstBodyChunk))
-			if r.ContentLength >= 0 && int64(len(buf)) <= r.ContentLength {
+			size := int64(bodyChunk)
+			if last < 0 {
+				size = firstBodyChunk
+			}
+			if r.ContentLength >= 0 && held.size <= r.ContentLength {
 				// one byte past the length reads the EOF (a body
 				// longer than declared grows as any other)
-				grown = min(grown, r.ContentLength+1)
+				size = min(size, r.ContentLength+1-held.size)
 			}
-			grown = min(grown, limit+1)
-			if !reserve(grown-held.reserved, budget) {
+			size = min(size, limit+1-held.size)
+			if !reserve(size, budget) {
 				return errBodyMemory
 			}
-			held.reserved = grown
-			next := make([]byte, len(buf), grown)
-			copy(next, buf)
-			buf = next
-			held.buf = buf
+			held.reserved += size
+			var chunk []byte
+			if size == bodyChunk {
+				chunk = bodyChunks.Get().(*[bodyChunk]byte)[:0]
+			} else {
+				chunk = make([]byte, 0, size)
+			}
+			held.chunks = append(held.chunks, chunk)
+			last++
 		}
-		n, err := r.Body.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		held.buf = buf
+		chunk := held.chunks[last]
+		n, err := r.Body.Read(chunk[len(chunk):cap(chunk)])
+		held.chunks[last] = chunk[:len(chunk)+n]
+		held.size += int64(n)
 		if err == io.EOF {
 			break
 		}
@@ -155,14 +231,13 @@ func (ex *exchange) readBody(limit, budget int64) error {
 			return fmt.Errorf("%w: %v", errBodyRead, err)
 		}
 	}
-	if int64(len(buf)) > limit {
+	if held.size > limit {
 		return errBodyTooLarge
 	}
 	held.refs.Add(1) // the request body's
-	ex.body.held = held
-	ex.body.Reset(buf)
+	ex.body.reset(held)
 	r.Body = &ex.body
-	r.ContentLength = int64(len(buf))
+	r.ContentLength = held.size
 	r.TransferEncoding = nil
 	// with GetBody, Go's transport may resend the POST on a fresh
 	// connection when the kept-alive one it picked was closed by the
