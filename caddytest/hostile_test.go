@@ -954,6 +954,9 @@ func TestHostileBodiesDoNotFailTheOwner(t *testing.T) {
 		{"fail/not Engine.IO, under the path", func(string) []byte {
 			return request("POST", "/socket.io/upload", []string{chunked}, malformed)
 		}, false},
+		{"fail/outside the path", func(string) []byte {
+			return request("POST", "/api/upload", []string{chunked}, malformed)
+		}, false},
 	}
 	for _, a := range attacks {
 		t.Run(a.name, func(t *testing.T) {

@@ -81,12 +81,13 @@ const DefaultCookie = "io"
 //   - drops a pin when its owner answers a request of the session with
 //     engine.io's 400 "Session ID unknown".
 //
-// Everything else under Path (the client bundle, an application's own
-// requests, transports that HTTP does not carry such as webtransport)
-// passes through untouched, except that an error reading its body is
-// reported to reverse_proxy as the client's, so that it neither retries
-// the request nor counts a failure against the upstream. Requests outside
-// Path pass through untouched.
+// Everything else (requests outside Path; under it, the client bundle,
+// an application's own requests, transports that HTTP does not carry such
+// as webtransport) passes through unjudged and unchanged, except that an
+// error reading its body is reported to reverse_proxy as the client's, so
+// that it neither retries the request nor counts a failure against the
+// upstream: one client's broken body must not take a node out of the pool
+// whatever the path.
 type Handler struct {
 	// The path prefix of the Engine.IO endpoint, as configured on the
 	// servers and clients (`path` option). A request to the path without
@@ -174,7 +175,7 @@ func (h *Handler) Validate() error {
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if !h.matches(r.URL.Path) {
-		return next.ServeHTTP(w, r)
+		return h.passThrough(w, r, next)
 	}
 	q, err := engineio.ParseQuery(r.URL.RawQuery)
 	if err != nil {

@@ -119,6 +119,7 @@ func TestHandlerMarksClientBodyErrors(t *testing.T) {
 	for _, target := range []string{
 		"/socket.io/upload",
 		"/socket.io/?EIO=4&transport=webtransport",
+		"/api/upload",
 	} {
 		t.Run("ok/"+target, func(t *testing.T) {
 			r := newRequest(http.MethodPost, target, "10.0.0.1")
