@@ -36,12 +36,19 @@ func init() {
 //
 //   - a request whose sid is pinned to an available upstream of the pool
 //     to that upstream;
-//   - a request whose sid is pinned to an upstream that is down, or that
-//     left the configuration, or that answered "Session ID unknown", to no
-//     upstream at all (503 at once unless retries are configured): no
-//     other node knows the session, so the client should start a new one;
-//   - a request whose sid is not pinned by client-IP hashing (the same
-//     hash as `client_ip_hash`);
+//   - a request whose sid is pinned to an upstream that is unavailable
+//     (down, or at max_requests) to no upstream for now, keeping the pin:
+//     reverse_proxy selects again until lb_try_duration is spent, so the
+//     session goes on if its owner is back in time, and gets 503 if not;
+//   - a request whose sid is pinned to an upstream that left the
+//     configuration or answered "Session ID unknown" to no upstream at all
+//     (503): no other node knows the session, so the client should start a
+//     new one;
+//   - a request whose sid is not pinned, or is pinned by several upstreams
+//     (servers minting sequential ids) none or several of them for this
+//     client's address, by client-IP hashing (the same hash as
+//     `client_ip_hash`), but never to an upstream holding another
+//     client's pin of the sid (503 instead);
 //   - a request without sid (a new session, or anything that is not
 //     Engine.IO) to the fallback policy.
 //
