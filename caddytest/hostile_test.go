@@ -183,15 +183,21 @@ func TestHostileClientRequests(t *testing.T) {
 		{name: "forwarded/unknown transport", req: func(e hostileEnv) []byte {
 			return request("GET", e.q("EIO=4&transport=carrier-pigeon"), nil, "")
 		}, status: 400, body: `"code":0`, reach: reachHash, logs: routed("new", 400)},
-		{name: "forwarded/POST without sid", req: func(e hostileEnv) []byte {
+		// a POST carries a session's packets: without a sid it has none
+		// to carry, and its body would reach whichever node the fallback
+		// picks (issue 10, item 1)
+		{name: "refused/POST without sid", req: func(e hostileEnv) []byte {
 			return request("POST", e.q("EIO=4&transport=polling"), []string{"Content-Type: text/plain;charset=UTF-8"}, "40")
-		}, status: 400, body: `"code":2`, reach: reachHash, logs: routed("new", 400)},
+		}, status: 400, reach: reachNone, logs: refusedBy("POST that is not a polling request of a session")},
 		{name: "forwarded/Upgrade websocket without Connection", session: true, req: func(e hostileEnv) []byte {
 			return request("GET", e.q("EIO=4&transport=websocket&sid="+e.sid), []string{"Upgrade: websocket", wsKey, "Sec-WebSocket-Version: 13"}, "")
 		}, status: 101, reach: reachOwner, logs: upgraded},
+		// no Upgrade, no switch of protocols (RFC 9110 §7.8): the node
+		// gets a plain GET, whatever Sec-WebSocket-* it carries (issue
+		// 10, item 8)
 		{name: "forwarded/WebSocket key without Upgrade or Connection", session: true, req: func(e hostileEnv) []byte {
 			return request("GET", e.q("EIO=4&transport=websocket&sid="+e.sid), []string{wsKey, "Sec-WebSocket-Version: 13"}, "")
-		}, status: 101, reach: reachOwner, logs: upgraded},
+		}, status: 400, body: `"code":3`, reach: reachOwner, logs: routed("owner", 400)},
 		{name: "forwarded/Upgrade h2c, websocket", session: true, req: func(e hostileEnv) []byte {
 			return request("GET", e.q("EIO=4&transport=websocket&sid="+e.sid),
 				[]string{"Connection: Upgrade", "Upgrade: h2c, websocket", wsKey, "Sec-WebSocket-Version: 13"}, "")
