@@ -120,7 +120,7 @@ func (b *heldBody) unref() {
 			bodyChunks.Put((*[bodyChunk]byte)(c[:bodyChunk]))
 		}
 	}
-	if len(b.chunks) == 0 || cap(b.chunks[0]) > maxPooledBody {
+	if len(b.chunks) == 0 || cap(b.chunks[0]) != firstBodyChunk {
 		return
 	}
 	clear(b.chunks[1:])
@@ -149,15 +149,18 @@ var heldBodies = sync.Pool{New: func() any {
 // holds about max_body_memory, not twice as much.
 var bodyChunks = sync.Pool{New: func() any { return new([bodyChunk]byte) }}
 
-// maxPooledBody bounds the first chunks kept for reuse.
-const maxPooledBody = 64 << 10
-
-// firstBodyChunk is the size of a body's first chunk: a usual POST fits.
-// bodyChunk is the size of the next ones.
+// firstBodyChunk is the size of a body's first chunk, recycled with its
+// heldBody: a usual POST fits. bodyChunk is the size of the next ones.
 const (
 	firstBodyChunk = 4 << 10
 	bodyChunk      = 64 << 10
 )
+
+// largeBodyShare is the part of max_body_memory that chunks beyond the
+// first may use: large bodies, which a few stalling clients can send, may
+// not take the memory that every usual POST needs, so that they cannot
+// deny service to every polling session on their own.
+func largeBodyShare(budget int64) int64 { return budget - budget/4 }
 
 // Errors of readBody.
 var (
@@ -185,11 +188,10 @@ func (ex *exchange) readBody(limit, budget int64) error {
 	ex.held = held
 	if len(held.chunks) == 1 {
 		// a recycled first chunk
-		if !reserve(int64(cap(held.chunks[0])), budget) {
-			held.chunks = held.chunks[:0]
+		if !reserve(firstBodyChunk, budget) {
 			return errBodyMemory
 		}
-		held.reserved = int64(cap(held.chunks[0]))
+		held.reserved = firstBodyChunk
 	}
 	for {
 		last := len(held.chunks) - 1
@@ -197,17 +199,17 @@ func (ex *exchange) readBody(limit, budget int64) error {
 			if held.size > limit {
 				return errBodyTooLarge
 			}
-			size := int64(bodyChunk)
-			if last < 0 {
-				size = firstBodyChunk
+			size, share := int64(firstBodyChunk), budget
+			if last >= 0 {
+				size, share = bodyChunk, largeBodyShare(budget)
+				if r.ContentLength >= 0 && held.size <= r.ContentLength {
+					// one byte past the length reads the EOF (a
+					// body longer than declared grows as any other)
+					size = min(size, r.ContentLength+1-held.size)
+				}
+				size = min(size, limit+1-held.size)
 			}
-			if r.ContentLength >= 0 && held.size <= r.ContentLength {
-				// one byte past the length reads the EOF (a body
-				// longer than declared grows as any other)
-				size = min(size, r.ContentLength+1-held.size)
-			}
-			size = min(size, limit+1-held.size)
-			if !reserve(size, budget) {
+			if !reserve(size, share) {
 				return errBodyMemory
 			}
 			held.reserved += size

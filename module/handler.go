@@ -115,9 +115,11 @@ type Handler struct {
 	// `Retry-After: 1`, and engine.io clients retry it on a new session:
 	// this only happens when thousands of bodies are in flight at once,
 	// or when clients send bodies slowly on purpose. Pair it with the
-	// server's `read_body` timeout. When several handlers set different
-	// values, each admits a body while the process holds less than its
-	// own value. Default: 32MiB.
+	// server's `read_body` timeout. The bytes of bodies beyond their
+	// first 4KiB may use three quarters of it, so that a few clients
+	// stalling large bodies cannot make every usual POST fail. When
+	// several handlers set different values, each admits a body while the
+	// process holds less than its own value. Default: 32MiB.
 	MaxBodyMemory int64 `json:"max_body_memory,omitempty"`
 
 	logger     *zap.Logger

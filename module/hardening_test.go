@@ -373,3 +373,54 @@ func TestHandlerTrickledHandshakeIsLinear(t *testing.T) {
 		t.Fatalf("%d bytes allocated for one handshake: decoding is not linear in the bytes held", allocated)
 	}
 }
+
+// TestHandlerBodyMemoryKeepsRoomForUsualPosts: one client stalling a
+// large body exactly at the budget cannot make every other polling POST
+// fail: large bodies may use only part of max_body_memory.
+func TestHandlerBodyMemoryKeepsRoomForUsualPosts(t *testing.T) {
+	h := testHandler(t)
+	h.MaxBody = 1_000_000
+	h.MaxBodyMemory = firstBodyChunk + 4*bodyChunk
+	policy := newTestPolicy(t)
+	pool := testPool("a:1")
+	policy.pin("room0000000000000000", "a:1")
+	const target = "/socket.io/?EIO=4&transport=polling&sid=room0000000000000000"
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		policy.Select(pool, r, w)
+		w.WriteHeader(200)
+		return nil
+	})
+
+	// the attacker's body fills its chunks up to the budget, less one
+	// byte, and stalls
+	pr, pw := io.Pipe()
+	r := newRequest(http.MethodPost, target, "10.0.0.1")
+	r.Body, r.ContentLength = pr, 1_000_000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = h.ServeHTTP(httptest.NewRecorder(), r, next)
+	}()
+	go func() { _, _ = pw.Write(bytes.Repeat([]byte("x"), int(h.MaxBodyMemory)-1)) }()
+	defer func() {
+		_ = pw.CloseWithError(errors.New("client gone"))
+		<-done
+	}()
+	// until it holds the whole budget, or was refused for asking more
+	// than large bodies may hold
+	for deadline := time.Now().Add(5 * time.Second); heldBodyBytes.Load() < h.MaxBodyMemory && time.Now().Before(deadline); {
+		select {
+		case <-done:
+			deadline = time.Time{}
+		case <-time.After(time.Millisecond):
+		}
+	}
+
+	for i := range 8 {
+		r := newRequest(http.MethodPost, target, "10.0.0.2")
+		r.Body, r.ContentLength = io.NopCloser(strings.NewReader(`42["chat","hi"]`)), 15
+		if err := h.ServeHTTP(httptest.NewRecorder(), r, next); err != nil {
+			t.Fatalf("usual POST %d while a large one stalls: %v (held: %d of %d bytes)", i, err, heldBodyBytes.Load(), h.MaxBodyMemory)
+		}
+	}
+}
