@@ -25,7 +25,7 @@ import (
 // without a process-wide budget it held every one (RSS +430 MB). With the
 // default max_body_memory (32 MiB), the POSTs beyond it get 503 with
 // Retry-After and the heap grows by less than 64 MB (RSS of a release
-// build: +47 MB, measured without -race).
+// build: about +40 MB, measured without -race).
 func TestStalledPostsHoldBoundedMemory(t *testing.T) {
 	requireNode(t)
 	nodes := startCluster(t, 1, nil)
