@@ -23,6 +23,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-socketio/caddy-socketio/internal/engineio"
+	"github.com/caddy-socketio/caddy-socketio/internal/metrics"
 )
 
 func init() {
@@ -154,6 +155,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.MaxBodyMemory = DefaultMaxBodyMemory
 	}
 	h.pathNoTail = strings.TrimSuffix(h.Path, "/")
+	if err := metrics.Register(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %v", err)
+	}
 	return nil
 }
 
@@ -338,6 +342,7 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) erro
 	if c := h.logger.Check(zapcore.DebugLevel, "refused Engine.IO request"); c != nil {
 		c.Write(zap.Error(err), zap.String("method", r.Method), zap.String("uri", r.RequestURI))
 	}
+	metrics.Refused(refusalReason(err))
 	status := http.StatusBadRequest
 	switch {
 	case errors.Is(err, errBodyTooLarge):
@@ -351,6 +356,32 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) erro
 		})
 	}
 	return caddyhttp.Error(status, err)
+}
+
+// refusalReason names err in the refused_total metric.
+func refusalReason(err error) string {
+	for _, r := range []struct {
+		err    error
+		reason string
+	}{
+		{engineio.ErrRepeatedParam, "repeated_param"},
+		{engineio.ErrBadEIO, "bad_eio"},
+		{engineio.ErrEmptySID, "bad_sid"},
+		{engineio.ErrSIDTooLong, "bad_sid"},
+		{engineio.ErrSIDInvalid, "bad_sid"},
+		{errBodyNotExpected, "body_not_expected"},
+		{errPostNotSession, "post_not_session"},
+		{errUpgradeNotWebSocket, "upgrade_not_websocket"},
+		{errUpgradeNotTransport, "upgrade_not_transport"},
+		{errBodyTooLarge, "body_too_large"},
+		{errBodyMemory, "body_memory"},
+		{errBodyRead, "body_read"},
+	} {
+		if errors.Is(err, r.err) {
+			return r.reason
+		}
+	}
+	return "other"
 }
 
 // warnNoPolicy warns, once per handler, that a handshake went through a

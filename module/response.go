@@ -12,6 +12,7 @@ import (
 
 	"github.com/caddy-socketio/caddy-socketio/internal/engineio"
 	"github.com/caddy-socketio/caddy-socketio/internal/handoff"
+	"github.com/caddy-socketio/caddy-socketio/internal/metrics"
 	"github.com/caddy-socketio/caddy-socketio/internal/store"
 )
 
@@ -93,7 +94,7 @@ func (ex *exchange) WriteHeader(status int) {
 		return
 	case ex.kind == learnHandshake && status == http.StatusOK:
 		ex.handler.warnNoPolicy()
-	case ex.kind == learnSession && status == http.StatusBadRequest && ex.handoff.ToOwner():
+	case ex.kind == learnSession && status == http.StatusBadRequest && ex.chosen():
 		ex.watching = true
 	}
 	ex.ResponseWriter.WriteHeader(status)
@@ -175,9 +176,13 @@ func (ex *exchange) finish() error {
 		return ex.release()
 	case ex.watching:
 		ex.watching = false
-		if engineio.IsSessionUnknown(ex.buf) && ex.handoff.Disown() {
+		if !engineio.IsSessionUnknown(ex.buf) {
+			break
+		}
+		dial, _ := ex.handoff.Chosen()
+		metrics.SessionUnknown(dial)
+		if ex.handoff.Disown() {
 			if c := ex.handler.logger.Check(zapcore.DebugLevel, "upstream no longer knows the session; pin dropped"); c != nil {
-				dial, _ := ex.handoff.Chosen()
 				c.Write(zap.String("upstream", dial), zap.String("sid", ex.handoff.SID()))
 			}
 		}
@@ -201,6 +206,9 @@ func (ex *exchange) learn(sid string, err error) {
 		return
 	}
 	result := ex.handoff.Pin(sid)
+	if result == store.Pinned || result == store.Collided {
+		metrics.Learned(dial)
+	}
 	switch result {
 	case store.Collided:
 		ex.handler.noteCollision(dial)

@@ -14,9 +14,11 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-socketio/caddy-socketio/internal/engineio"
 	"github.com/caddy-socketio/caddy-socketio/internal/handoff"
+	"github.com/caddy-socketio/caddy-socketio/internal/metrics"
 	"github.com/caddy-socketio/caddy-socketio/internal/store"
 	"github.com/caddy-socketio/caddy-socketio/internal/store/memory"
 )
@@ -120,6 +122,9 @@ func (s *SocketIOSelection) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading fallback selection policy: %v", err)
 	}
 	s.fallback = mod.(reverseproxy.Selector)
+	if err := metrics.Register(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %v", err)
+	}
 
 	proxy := enclosingProxy(ctx)
 	if proxy != nil {
@@ -227,6 +232,7 @@ func (s *SocketIOSelection) selectRoute(pool reverseproxy.UpstreamPool, r *http.
 		dial = up.Dial
 	}
 	ho.Choose(s.store, dial, route == RouteOwner)
+	routeCounters()[route].Inc()
 	if c := s.logger.Check(zapcore.DebugLevel, "selected upstream"); c != nil {
 		fields := []zap.Field{zap.Stringer("route", route)}
 		if up != nil {
@@ -285,6 +291,14 @@ func (s *SocketIOSelection) warnNoLearning() {
 			zap.String("fallback", fmt.Sprintf("%T", s.fallback)))
 	})
 }
+
+// routeCounters are the requests_total counters, by Route.
+var routeCounters = sync.OnceValue(func() (c [RouteRefused + 1]prometheus.Counter) {
+	for r := range c {
+		c[r] = metrics.Requests(Route(r).String())
+	}
+	return c
+})
 
 func upstreamPool(pool reverseproxy.UpstreamPool) Pool[*reverseproxy.Upstream] {
 	return Pool[*reverseproxy.Upstream]{Upstreams: pool, Dial: upstreamDial, Available: upstreamAvailable}
