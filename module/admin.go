@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 
 	"github.com/caddy-socketio/caddy-socketio/internal/store"
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 )
 
 func init() {
@@ -25,12 +28,21 @@ func (adminSessions) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Routes returns the /socketio/sessions route.
+// Routes returns the routes of the socketio admin API:
+//
+//   - GET /socketio/sessions: what the pin store holds;
+//   - GET /socketio/upstreams: per upstream, its live sessions and
+//     whether it drains;
+//   - POST /socketio/upstreams/drain and /socketio/upstreams/undrain with
+//     {"address": "<dial address>"}: the upstream takes no new sessions
+//     (its sessions go on), or takes them again.
 func (a adminSessions) Routes() []caddy.AdminRoute {
-	return []caddy.AdminRoute{{
-		Pattern: "/socketio/sessions",
-		Handler: caddy.AdminHandlerFunc(a.handleSessions),
-	}}
+	return []caddy.AdminRoute{
+		{Pattern: "/socketio/sessions", Handler: caddy.AdminHandlerFunc(a.handleSessions)},
+		{Pattern: "/socketio/upstreams", Handler: caddy.AdminHandlerFunc(handleUpstreams)},
+		{Pattern: "/socketio/upstreams/drain", Handler: caddy.AdminHandlerFunc(handleDrain(true))},
+		{Pattern: "/socketio/upstreams/undrain", Handler: caddy.AdminHandlerFunc(handleDrain(false))},
+	}
 }
 
 // sessionsReport is the JSON answer of /socketio/sessions.
@@ -71,8 +83,84 @@ func (adminSessions) handleSessions(w http.ResponseWriter, r *http.Request) erro
 		}
 		return false
 	})
+	return writeJSON(w, report)
+}
+
+// upstreamReport is one upstream in the answer of /socketio/upstreams.
+type upstreamReport struct {
+	// Address is the upstream's dial address, as in the configuration.
+	Address string `json:"address"`
+	// Sessions counts its live pins.
+	Sessions int `json:"sessions"`
+	// Draining is true while it takes no new sessions.
+	Draining bool `json:"draining"`
+}
+
+// handleUpstreams lists the upstreams that hold live sessions or drain,
+// sorted by address.
+func handleUpstreams(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method not allowed")}
+	}
+	return writeJSON(w, struct {
+		Upstreams []upstreamReport `json:"upstreams"`
+	}{upstreamReports()})
+}
+
+func upstreamReports() []upstreamReport {
+	sessions := map[string]int{}
+	store.Range(func(_ string, st store.Store) bool {
+		live, _ := st.Census()
+		for dial, n := range live {
+			sessions[dial] += n
+		}
+		return true
+	})
+	for _, dial := range store.Draining() {
+		sessions[dial] += 0
+	}
+	reports := make([]upstreamReport, 0, len(sessions))
+	for dial, n := range sessions {
+		reports = append(reports, upstreamReport{Address: dial, Sessions: n, Draining: store.IsDraining(dial)})
+	}
+	slices.SortFunc(reports, func(a, b upstreamReport) int { return strings.Compare(a.Address, b.Address) })
+	return reports
+}
+
+// handleDrain marks the upstream named in the request body as draining
+// (on) or not, and answers its report.
+func handleDrain(on bool) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if r.Method != http.MethodPost {
+			return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method not allowed")}
+		}
+		var req struct {
+			Address string `json:"address"`
+		}
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf(`want {"address": "<upstream dial address>"}: %v`, err)}
+		}
+		if req.Address == "" || len(req.Address) > 255 || strings.ContainsFunc(req.Address, func(c rune) bool { return c <= ' ' || c > '~' }) {
+			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("invalid upstream address %q", req.Address)}
+		}
+		if store.SetDraining(req.Address, on) {
+			caddy.Log().Named("admin.api.socketio").Info("upstream drain changed", zap.String("upstream", req.Address), zap.Bool("draining", on))
+		}
+		report := upstreamReport{Address: req.Address, Draining: on}
+		for _, u := range upstreamReports() {
+			if u.Address == req.Address {
+				report = u
+			}
+		}
+		return writeJSON(w, report)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, v any) error {
 	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(report)
+	return json.NewEncoder(w).Encode(v)
 }
 
 // Interface guards

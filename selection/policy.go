@@ -250,7 +250,7 @@ func (s *SocketIOSelection) choose(pool reverseproxy.UpstreamPool, r *http.Reque
 		if q, err = engineio.ParseQuery(r.URL.RawQuery); err != nil {
 			if !engineio.ClaimsEngineIO(r.URL.RawQuery) {
 				// an application's own request with an odd "sid"
-				return s.fallback.Select(pool, r, w), RouteNew
+				return s.placeNew(pool, r, w), RouteNew
 			}
 			// ambiguous or malformed Engine.IO: the handler answers 400
 			// for these; on its own the policy must not guess which node
@@ -262,7 +262,7 @@ func (s *SocketIOSelection) choose(pool reverseproxy.UpstreamPool, r *http.Reque
 		if q.IsEngineIO() && q.Transport == engineio.TransportPolling && ho == nil {
 			s.warnNoLearning()
 		}
-		return s.fallback.Select(pool, r, w), RouteNew
+		return s.placeNew(pool, r, w), RouteNew
 	}
 	var buf [store.MaxOwners]store.Owner
 	owners := s.store.Lookup(q.SID, buf[:0])
@@ -276,6 +276,22 @@ func (s *SocketIOSelection) choose(pool reverseproxy.UpstreamPool, r *http.Reque
 		return nil, route
 	}
 	return pool[i], route
+}
+
+// placeNew asks the fallback policy for an upstream, hiding from it the
+// upstreams that drain (see store.SetDraining): they take no new session,
+// even if every upstream drains.
+func (s *SocketIOSelection) placeNew(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) *reverseproxy.Upstream {
+	if store.AnyDraining() {
+		kept := make(reverseproxy.UpstreamPool, 0, len(pool))
+		for _, u := range pool {
+			if !store.IsDraining(u.Dial) {
+				kept = append(kept, u)
+			}
+		}
+		pool = kept
+	}
+	return s.fallback.Select(pool, r, w)
 }
 
 // warnNoLearning warns, once, when a polling handshake is placed by a

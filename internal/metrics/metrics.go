@@ -102,7 +102,7 @@ func Refused(reason string) {
 // stores' own counters. The counters start again from zero when the last
 // configuration using a store is unloaded, as Prometheus counters may.
 type storeCollector struct {
-	sessions, tombstones                          *prometheus.Desc
+	sessions, tombstones, draining                *prometheus.Desc
 	pinned, collisions, evicted, expired, dropped *prometheus.Desc
 }
 
@@ -113,6 +113,7 @@ func newStoreCollector() *storeCollector {
 	return &storeCollector{
 		sessions:   desc("sessions", "Live pins (sessions known to be owned) per upstream.", "upstream"),
 		tombstones: desc("pin_tombstones", "Pins of ended sessions kept so that their late requests fail fast."),
+		draining:   desc("upstream_draining", "1 for each upstream that drains (takes no new sessions).", "upstream"),
 		pinned:     desc("pins_created_total", "Pins created."),
 		collisions: desc("pin_collisions_total", "Handshakes whose sid was already pinned to another upstream."),
 		evicted:    desc("pins_evicted_total", "Pins evicted to stay within max_sessions."),
@@ -123,7 +124,7 @@ func newStoreCollector() *storeCollector {
 
 // Describe implements prometheus.Collector.
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.sessions, c.tombstones, c.pinned, c.collisions, c.evicted, c.expired, c.dropped} {
+	for _, d := range []*prometheus.Desc{c.sessions, c.tombstones, c.draining, c.pinned, c.collisions, c.evicted, c.expired, c.dropped} {
 		ch <- d
 	}
 }
@@ -151,6 +152,9 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.sessions, prometheus.GaugeValue, float64(n), dial)
 	}
 	ch <- prometheus.MustNewConstMetric(c.tombstones, prometheus.GaugeValue, float64(tombstones))
+	for _, dial := range store.Draining() {
+		ch <- prometheus.MustNewConstMetric(c.draining, prometheus.GaugeValue, 1, dial)
+	}
 	for _, m := range []struct {
 		d *prometheus.Desc
 		v uint64
