@@ -230,8 +230,12 @@ func TestHandlerNormalizesUpgrade(t *testing.T) {
 		{"ok/extra connection tokens kept", 1, "GET", map[string]string{"Connection": "keep-alive, Upgrade", "Upgrade": "WebSocket"}, "keep-alive, Upgrade", "websocket"},
 		{"ok/upgrade token dropped from connection", 1, "GET", map[string]string{"Connection": "keep-alive", "Upgrade": "websocket"}, "keep-alive, Upgrade", "websocket"},
 		{"ok/no connection header", 1, "GET", map[string]string{"Upgrade": "websocket"}, "Upgrade", "websocket"},
+		// issue 10, items 7 and 8: the hop-by-hop list is kept, and a
+		// request that does not ask to switch protocols is not made to
+		{"ok/hop-by-hop list kept", 1, "GET", map[string]string{"Connection": "Upgrade, X-Hop", "Upgrade": "websocket", "X-Hop": "secret"}, "Upgrade, X-Hop", "websocket"},
+		{"ok/upgrade token added to the list", 1, "GET", map[string]string{"Connection": "keep-alive, X-Hop", "Upgrade": "websocket"}, "keep-alive, X-Hop, Upgrade", "websocket"},
 		{"ok/no upgrade asked: no 101 made up", 1, "GET", map[string]string{"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"}, "", ""},
-		{"ok/connection close: no upgrade made up", 1, "GET", map[string]string{"Connection": "close", "Upgrade": "websocket"}, "close", "websocket"},
+		{"ok/connection close: no upgrade made up", 1, "GET", map[string]string{"Connection": "close", "Upgrade": "websocket", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"}, "close", "websocket"},
 		{"ok/plain GET left alone", 1, "GET", nil, "", ""},
 		{"ok/http2 extended CONNECT left alone", 2, "CONNECT", map[string]string{":protocol": "websocket"}, "", ""},
 	}

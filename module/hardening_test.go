@@ -175,42 +175,6 @@ func TestHandlerLeavesNonEngineIOAlone(t *testing.T) {
 	}
 }
 
-// TestHandlerUpgradeHeaders: the handler normalizes only requests that ask
-// for websocket, and keeps the hop-by-hop list of Connection (issue 10,
-// items 7 and 8).
-func TestHandlerUpgradeHeaders(t *testing.T) {
-	h := testHandler(t)
-	const ws = "/socket.io/?EIO=4&transport=websocket&sid=upgradeHeaders0000"
-	tests := []struct {
-		name           string
-		headers        map[string]string
-		wantConnection string
-		wantUpgrade    string
-	}{
-		{"ok/hop-by-hop list kept", map[string]string{"Connection": "Upgrade, X-Hop", "Upgrade": "websocket", "X-Hop": "secret"}, "Upgrade, X-Hop", "websocket"},
-		{"ok/upgrade token added to the list", map[string]string{"Connection": "keep-alive, X-Hop", "Upgrade": "websocket"}, "keep-alive, X-Hop, Upgrade", "websocket"},
-		{"fail/key without Upgrade is no request to switch", map[string]string{"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"}, "", ""},
-		{"fail/Connection close is no request to switch", map[string]string{"Connection": "close", "Upgrade": "websocket", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"}, "close", "websocket"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r := newRequest(http.MethodGet, ws, "10.0.0.1")
-			for k, v := range tt.headers {
-				r.Header.Set(k, v)
-			}
-			if status, _ := serveStatus(t, h, r); status != 200 {
-				t.Fatalf("status %d", status)
-			}
-			if got := strings.Join(r.Header["Connection"], ", "); got != tt.wantConnection {
-				t.Errorf("Connection = %q, want %q", got, tt.wantConnection)
-			}
-			if got := r.Header.Get("Upgrade"); got != tt.wantUpgrade {
-				t.Errorf("Upgrade = %q, want %q", got, tt.wantUpgrade)
-			}
-		})
-	}
-}
-
 // TestHandlerBodyOutlivesTheHandler: Go's transport may read a request
 // body after ServeHTTP returned, until it closes the body; no other
 // request may reuse its buffer before then (issue 10, item 4).
@@ -256,18 +220,7 @@ func TestHandlerBodyOutlivesTheHandler(t *testing.T) {
 // more memory than max_body_memory in the whole process; beyond it, 503
 // with Retry-After (issue 10, item 3).
 func TestHandlerBodyMemoryBudget(t *testing.T) {
-	h := testHandler(t)
-	h.MaxBody = 1_000_000
-	h.MaxBodyMemory = 256 << 10
-	policy := newTestPolicy(t)
-	pool := testPool("a:1")
-	policy.pin("budget00000000000000", "a:1")
-	const target = "/socket.io/?EIO=4&transport=polling&sid=budget00000000000000"
-	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-		policy.Select(pool, r, w)
-		w.WriteHeader(200)
-		return nil
-	})
+	h, target, next := budgetedHandler(t, 256<<10)
 
 	// stalled clients: each declares 1 MB, sends 100 KB and stops
 	const stalled = 12
@@ -378,18 +331,7 @@ func TestHandlerTrickledHandshakeIsLinear(t *testing.T) {
 // large body exactly at the budget cannot make every other polling POST
 // fail: large bodies may use only part of max_body_memory.
 func TestHandlerBodyMemoryKeepsRoomForUsualPosts(t *testing.T) {
-	h := testHandler(t)
-	h.MaxBody = 1_000_000
-	h.MaxBodyMemory = firstBodyChunk + 4*bodyChunk
-	policy := newTestPolicy(t)
-	pool := testPool("a:1")
-	policy.pin("room0000000000000000", "a:1")
-	const target = "/socket.io/?EIO=4&transport=polling&sid=room0000000000000000"
-	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-		policy.Select(pool, r, w)
-		w.WriteHeader(200)
-		return nil
-	})
+	h, target, next := budgetedHandler(t, firstBodyChunk+4*bodyChunk)
 
 	// the attacker's body fills its chunks up to the budget, less one
 	// byte, and stalls
@@ -423,4 +365,23 @@ func TestHandlerBodyMemoryKeepsRoomForUsualPosts(t *testing.T) {
 			t.Fatalf("usual POST %d while a large one stalls: %v (held: %d of %d bytes)", i, err, heldBodyBytes.Load(), h.MaxBodyMemory)
 		}
 	}
+}
+
+// budgetedHandler returns a handler whose POST bodies may hold budget
+// bytes, the target of a pinned session, and a next handler that routes
+// it and answers 200.
+func budgetedHandler(t *testing.T, budget int64) (*Handler, string, caddyhttp.Handler) {
+	t.Helper()
+	h := testHandler(t)
+	h.MaxBody = 1_000_000
+	h.MaxBodyMemory = budget
+	policy := newTestPolicy(t)
+	pool := testPool("a:1")
+	policy.pin("budget00000000000000", "a:1")
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		policy.Select(pool, r, w)
+		w.WriteHeader(200)
+		return nil
+	})
+	return h, "/socket.io/?EIO=4&transport=polling&sid=budget00000000000000", next
 }
