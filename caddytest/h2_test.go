@@ -36,6 +36,8 @@ import (
 	"golang.org/x/net/http2"
 
 	caddytester "github.com/caddyserver/caddy/v2/caddytest"
+
+	"github.com/caddy-socketio/caddy-socketio/internal/eioclient"
 )
 
 // h2ExtendedConnectDisabled is golang.org/x/net/http2's switch for
@@ -210,60 +212,47 @@ func newH3Transport(roots *x509.CertPool) *http3.Transport {
 	return &http3.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
 }
 
-// extendedConnect builds extended CONNECT requests with the given
-// :protocol for the HTTP/2 (RFC 8441) or HTTP/3 (RFC 9220) client: x/net's
-// HTTP/2 Transport takes the pseudo-header from a ":protocol" header,
-// quic-go's http3 from Proto.
-func extendedConnect(major int, protocol string) connectFunc {
-	return func(ctx context.Context, url string, body io.Reader) (*http.Request, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodConnect, url, body)
-		if err != nil {
-			return nil, err
-		}
-		if major == 3 {
-			req.Proto = protocol
-		} else {
-			req.Header[":protocol"] = []string{protocol}
-		}
-		return req, nil
-	}
+// httpsClient is a session through the HTTPS site, over the HTTP major
+// version proto, whose every answer must come from its owner.
+func httpsClient(rt http.RoundTripper, proto int) *eioclient.Client {
+	return &eioclient.Client{Transport: rt, Base: "https://" + httpsAddr + "/socket.io/", Proto: proto, Pinned: true}
 }
 
 // WebSockets over HTTP/2 and HTTP/3.
 var (
-	h2Connect = extendedConnect(2, "websocket")
-	h3Connect = extendedConnect(3, "websocket")
+	h2Connect = eioclient.ExtendedConnect(2, "websocket")
+	h3Connect = eioclient.ExtendedConnect(3, "websocket")
 )
 
 // pollingSession runs one polling session: handshake, Socket.IO connect,
 // then rounds of POST echo + long-poll for its ack. Every response must
-// come from the owner (eioClient checks X-Sio-Node), and the hello and
+// come from the owner (eioclient.Client checks X-Sio-Node), and the hello and
 // every ack must name it too. It returns the owner.
-func pollingSession(ctx context.Context, c *eioClient, rounds int) (string, error) {
-	if _, err := c.handshake(ctx); err != nil {
+func pollingSession(ctx context.Context, c *eioclient.Client, rounds int) (string, error) {
+	if _, err := c.Handshake(ctx); err != nil {
 		return "", err
 	}
-	defer c.close(ctx)
+	defer c.Close(ctx)
 	if err := socketOverPolling(ctx, c); err != nil {
-		return c.node, err
+		return c.Node, err
 	}
 	for i := 1; i <= rounds; i++ {
-		if err := c.post(ctx, echoPacket(i)); err != nil {
-			return c.node, err
+		if err := c.Post(ctx, eioclient.EchoPacket(i)); err != nil {
+			return c.Node, err
 		}
 		var node string
-		if _, err := c.await(ctx, 5, func(p string) bool {
-			n, ok := ackNode(p, i)
+		if _, err := c.Await(ctx, 5, func(p string) bool {
+			n, ok := eioclient.AckNode(p, i)
 			node = n
 			return ok
 		}); err != nil {
-			return c.node, fmt.Errorf("waiting for ack %d: %w", i, err)
+			return c.Node, fmt.Errorf("waiting for ack %d: %w", i, err)
 		}
-		if node != c.node {
-			return c.node, fmt.Errorf("ack %d from %s, session on %s", i, node, c.node)
+		if node != c.Node {
+			return c.Node, fmt.Errorf("ack %d from %s, session on %s", i, node, c.Node)
 		}
 	}
-	return c.node, nil
+	return c.Node, nil
 }
 
 // upgradeSession runs what a browser does by default: a polling handshake
@@ -271,84 +260,84 @@ func pollingSession(ctx context.Context, c *eioClient, rounds int) (string, erro
 // with the sid over an extended CONNECT stream ("2probe" -> "3probe", then
 // "5"), then an echo over the WebSocket. Everything must come from the
 // owner.
-func upgradeSession(ctx context.Context, c *eioClient, connect connectFunc) (string, error) {
-	if _, err := c.handshake(ctx); err != nil {
+func upgradeSession(ctx context.Context, c *eioclient.Client, connect eioclient.ConnectFunc) (string, error) {
+	if _, err := c.Handshake(ctx); err != nil {
 		return "", err
 	}
 	if err := socketOverPolling(ctx, c); err != nil {
-		c.close(ctx)
-		return c.node, err
+		c.Close(ctx)
+		return c.Node, err
 	}
-	ws, err := c.openStream(ctx, connect)
+	ws, err := c.OpenStream(ctx, connect)
 	if err != nil {
-		c.close(ctx)
-		return c.node, err
+		c.Close(ctx)
+		return c.Node, err
 	}
-	defer ws.close()
+	defer ws.CloseNormal()
 	if err := ws.WriteText("2probe"); err != nil {
-		return c.node, err
+		return c.Node, err
 	}
-	if _, err := ws.await(3, packetIs("3probe")); err != nil {
-		return c.node, fmt.Errorf("upgrade probe: %w", err)
+	if _, err := ws.Await(3, eioclient.PacketIs("3probe")); err != nil {
+		return c.Node, fmt.Errorf("upgrade probe: %w", err)
 	}
 	if err := ws.WriteText("5"); err != nil {
-		return c.node, err
+		return c.Node, err
 	}
-	return c.node, echoOverWS(ws, c.node)
+	return c.Node, echoOverWS(ws, c.Node)
 }
 
 // websocketOnlySession opens a session on the WebSocket transport alone
 // (`transports: ["websocket"]`): no sid, any node may take it.
-func websocketOnlySession(ctx context.Context, c *eioClient, connect connectFunc) (string, error) {
-	ws, err := c.openStream(ctx, connect)
+func websocketOnlySession(ctx context.Context, c *eioclient.Client, connect eioclient.ConnectFunc) (string, error) {
+	ws, err := c.OpenStream(ctx, connect)
 	if err != nil {
 		return "", err
 	}
-	defer ws.close()
+	defer ws.CloseNormal()
 	p, err := ws.ReadMessage()
 	if err != nil {
-		return ws.node, err
+		return ws.Node, err
 	}
-	if _, err := parseOpen(p); err != nil {
-		return ws.node, err
+	if _, err := eioclient.ParseOpen(p); err != nil {
+		return ws.Node, err
 	}
 	if err := ws.WriteText("40"); err != nil {
-		return ws.node, err
+		return ws.Node, err
 	}
-	hello, err := ws.await(5, func(p string) bool { return helloNode(p) != "" })
+	hello, err := ws.Await(5, func(p string) bool { return eioclient.HelloNode(p) != "" })
 	if err != nil {
-		return ws.node, fmt.Errorf("waiting for hello over websocket: %w", err)
+		return ws.Node, fmt.Errorf("waiting for hello over websocket: %w", err)
 	}
-	if got := helloNode(hello); got != ws.node {
-		return ws.node, fmt.Errorf("hello over websocket from %s, CONNECT answered by %s", got, ws.node)
+	if got := eioclient.HelloNode(hello); got != ws.Node {
+		return ws.Node, fmt.Errorf("hello over websocket from %s, CONNECT answered by %s", got, ws.Node)
 	}
-	return ws.node, echoOverWS(ws, ws.node)
+	return ws.Node, echoOverWS(ws, ws.Node)
 }
 
 // socketOverPolling connects the Socket.IO namespace over polling and
 // checks that hello comes from the session's owner.
-func socketOverPolling(ctx context.Context, c *eioClient) error {
-	if err := c.post(ctx, "40"); err != nil {
+func socketOverPolling(ctx context.Context, c *eioclient.Client) error {
+	if err := c.Post(ctx, "40"); err != nil {
 		return err
 	}
-	hello, err := c.await(ctx, 5, func(p string) bool { return helloNode(p) != "" })
+	hello, err := c.Await(ctx, 5, func(p string) bool { return eioclient.HelloNode(p) != "" })
 	if err != nil {
 		return fmt.Errorf("waiting for hello: %w", err)
 	}
-	if got := helloNode(hello); got != c.node {
-		return fmt.Errorf("hello from %s, handshake from %s", got, c.node)
+	if got := eioclient.HelloNode(hello); got != c.Node {
+		return fmt.Errorf("hello from %s, handshake from %s", got, c.Node)
 	}
 	return nil
 }
 
 // echoOverWS checks that an echo over the WebSocket is acked by node.
-func echoOverWS(ws *wsConn, node string) error {
-	if err := ws.WriteText(echoPacket(1)); err != nil {
+func echoOverWS(ws *eioclient.WS, node string) error {
+	if err := ws.WriteText(eioclient.EchoPacket(1)); err != nil {
 		return err
 	}
 	var acked string
-	if _, err := ws.await(5, func(p string) bool {
-		n, ok := ackNode(p, 1)
+	if _, err := ws.Await(5, func(p string) bool {
+		n, ok := eioclient.AckNode(p, 1)
 		acked = n
 		return ok
 	}); err != nil {
@@ -359,8 +348,6 @@ func echoOverWS(ws *wsConn, node string) error {
 	}
 	return nil
 }
-
-type connectFunc = func(ctx context.Context, url string, body io.Reader) (*http.Request, error)
 
 // sessionRun is what runSessions saw: sessions per owner and the errors.
 type sessionRun struct {
@@ -460,7 +447,7 @@ func TestH2Polling(t *testing.T) {
 					tr = newH2Transport(cert.Roots, fmt.Sprintf("127.8.%d.%d", ci, i+1))
 					defer tr.CloseIdleConnections()
 				}
-				c := &eioClient{rt: tr, base: "https://" + httpsAddr + "/socket.io/", proto: 2}
+				c := httpsClient(tr, 2)
 				return pollingSession(ctx, c, rounds)
 			})
 			after := checkSessions(t, nodes, before, run, sessions)
@@ -476,7 +463,7 @@ func TestH2Polling(t *testing.T) {
 		defer tr.CloseIdleConnections()
 		before := statsOf(t, nodes)
 		run := runSessions(sessions, 20*time.Second, func(ctx context.Context, i int) (string, error) {
-			c := &eioClient{rt: tr, base: "https://" + httpsAddr + "/socket.io/", proto: 2}
+			c := httpsClient(tr, 2)
 			return pollingSession(ctx, c, rounds)
 		})
 		unknown := statsOf(t, nodes).UnknownSID - before.UnknownSID
@@ -503,12 +490,12 @@ func TestH2WebSocket(t *testing.T) {
 // webSocketSessions runs TestH2WebSocket and TestH3WebSocket over one HTTP
 // major version: newTransport makes the client (and what closes it),
 // connect builds its extended CONNECT.
-func webSocketSessions(t *testing.T, proto int, newTransport func(*x509.CertPool) (http.RoundTripper, func()), connect connectFunc) {
+func webSocketSessions(t *testing.T, proto int, newTransport func(*x509.CertPool) (http.RoundTripper, func()), connect eioclient.ConnectFunc) {
 	nodes, cert, _ := httpsCluster(t)
 	const sessions = 30
 	tests := []struct {
 		name    string
-		session func(context.Context, *eioClient, connectFunc) (string, error)
+		session func(context.Context, *eioclient.Client, eioclient.ConnectFunc) (string, error)
 		upgrade bool
 	}{
 		{name: "upgrade-probe", session: upgradeSession, upgrade: true},
@@ -520,7 +507,7 @@ func webSocketSessions(t *testing.T, proto int, newTransport func(*x509.CertPool
 			defer closeTransport()
 			before := statsOf(t, nodes)
 			run := runSessions(sessions, 20*time.Second, func(ctx context.Context, i int) (string, error) {
-				c := &eioClient{rt: rt, base: "https://" + httpsAddr + "/socket.io/", proto: proto}
+				c := httpsClient(rt, proto)
 				return tt.session(ctx, c, connect)
 			})
 			if len(run.Errors) > 0 && strings.Contains(run.Errors[0], "extended connect not supported") {
@@ -545,7 +532,7 @@ func TestH3Polling(t *testing.T) {
 	defer tr.Close()
 	before := statsOf(t, nodes)
 	run := runSessions(sessions, 20*time.Second, func(ctx context.Context, i int) (string, error) {
-		c := &eioClient{rt: tr, base: "https://" + httpsAddr + "/socket.io/", proto: 3}
+		c := httpsClient(tr, 3)
 		return pollingSession(ctx, c, rounds)
 	})
 	after := checkSessions(t, nodes, before, run, sessions)
@@ -591,16 +578,16 @@ func TestH2ExtendedConnectRefused(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			c := &eioClient{rt: tt.rt, base: "https://" + httpsAddr + "/socket.io/", proto: tt.proto}
-			if _, err := c.handshake(ctx); err != nil {
+			c := httpsClient(tt.rt, tt.proto)
+			if _, err := c.Handshake(ctx); err != nil {
 				t.Fatal(err)
 			}
 			before := statsOf(t, nodes)
 
-			url := c.base + "?EIO=4&transport=" + tt.transport + "&sid=" + c.sid
+			url := c.Base + "?EIO=4&transport=" + tt.transport + "&sid=" + c.SID
 			pr, pw := io.Pipe()
 			defer pw.Close()
-			req, err := extendedConnect(tt.proto, tt.protocol)(ctx, url, pr)
+			req, err := eioclient.ExtendedConnect(tt.proto, tt.protocol)(ctx, url, pr)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -166,7 +166,8 @@ func TestUpgrade(t *testing.T) {
 		io.WriteString(server, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Sio-Node: node3\r\n\r\n")
 		// net.Pipe is synchronous: the pong is read before "40" is sent
 		server.Write([]byte{0x81, 1, '2'}) // Engine.IO ping
-		var pong [7]byte                   // final text frame, masked, 1 byte: "3"
+		// the pong: a final text frame, masked, of 1 byte
+		var pong [7]byte
 		_, err = io.ReadFull(br, pong[:])
 		if err == nil && (pong[0] != 0x81 || pong[1] != 0x81 || pong[6]^pong[2] != '3') {
 			err = fmt.Errorf("no pong: %x", pong)
