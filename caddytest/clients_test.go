@@ -169,15 +169,7 @@ func (c *clientRun) Ready() readyCounts {
 // ReadyWithin is Ready with a deadline.
 func (c *clientRun) ReadyWithin(timeout time.Duration) readyCounts {
 	c.t.Helper()
-	select {
-	case r := <-c.ready:
-		return r
-	case err := <-c.errs:
-		c.t.Fatal(err)
-	case <-time.After(timeout):
-		c.t.Fatalf("clients not ready within %s", timeout)
-	}
-	return readyCounts{}
+	return awaitClients(c, c.ready, timeout, "clients not ready")
 }
 
 // Result waits for the run to end and returns its summary.
@@ -189,15 +181,23 @@ func (c *clientRun) Result() clientResult {
 // ResultWithin is Result with a deadline.
 func (c *clientRun) ResultWithin(timeout time.Duration) clientResult {
 	c.t.Helper()
+	return awaitClients(c, c.result, timeout, "clients did not finish")
+}
+
+// awaitClients returns what ch delivers; an error of the run, or timeout
+// passing ("<late> within <timeout>"), fails the test.
+func awaitClients[T any](c *clientRun, ch <-chan T, timeout time.Duration, late string) T {
+	c.t.Helper()
 	select {
-	case res := <-c.result:
-		return res
+	case v := <-ch:
+		return v
 	case err := <-c.errs:
 		c.t.Fatal(err)
 	case <-time.After(timeout):
-		c.t.Fatalf("clients did not finish within %s", timeout)
+		c.t.Fatalf("%s within %s", late, timeout)
 	}
-	return clientResult{}
+	var zero T
+	return zero
 }
 
 // runClients runs sio-clients.js to the end.

@@ -37,9 +37,25 @@ type testCert struct {
 // not end in .crt or .key: caddytest rewrites such paths in a config.
 func newTestCert(t testing.TB) testCert {
 	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
+	// newKey makes a P-256 key; issue signs tmpl as parent with caKey
+	newKey := func() *ecdsa.PrivateKey {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return key
+	}
+	caKey := newKey()
+	issue := func(tmpl, parent *x509.Certificate, pub *ecdsa.PublicKey) ([]byte, *x509.Certificate) {
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der, cert
 	}
 	now := time.Now()
 	caTmpl := &x509.Certificate{
@@ -51,18 +67,8 @@ func newTestCert(t testing.TB) testCert {
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	caDER, ca := issue(caTmpl, caTmpl, &caKey.PublicKey)
+	leafKey := newKey()
 	leafTmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(2),
 		Subject:      pkix.Name{CommonName: "127.0.0.1"},
@@ -73,14 +79,7 @@ func newTestCert(t testing.TB) testCert {
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
 		DNSNames:     []string{"localhost"},
 	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &leafKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(leafDER)
-	if err != nil {
-		t.Fatal(err)
-	}
+	leafDER, leaf := issue(leafTmpl, ca, &leafKey.PublicKey)
 	keyDER, err := x509.MarshalPKCS8PrivateKey(leafKey)
 	if err != nil {
 		t.Fatal(err)
