@@ -177,6 +177,35 @@ func TestBrowserH2(t *testing.T) {
 	cert := newTestCert(t)
 	const sockets = 20
 
+	static := browserStatic(t, sockets)
+	reportDial, reports := reportReceiver(t)
+	accessLog := filepath.Join(t.TempDir(), "access.log")
+	tester := caddytester.NewTester(t)
+	loadConfig(t, tester, httpsSite{
+		Cert: cert, Nodes: nodes, Handler: true, Policy: leastConnPolicy,
+		Static: static, ReportDial: reportDial, AccessLog: accessLog,
+	}.Caddyfile())
+	before := statsOf(t, nodes)
+
+	start := time.Now()
+	output, stopBrowser := startChromium(t, chromium, "https://"+httpsAddr+"/index.html", cert)
+	rep := awaitBrowserReport(t, reports, output)
+	t.Logf("report after %s from %s", time.Since(start).Round(time.Millisecond), rep.UserAgent)
+	if rep.Fatal != "" {
+		t.Fatalf("page error: %s", rep.Fatal)
+	}
+	checkBrowserSockets(t, nodes, before, rep, sockets)
+
+	// Caddy logs a proxied WebSocket when it closes: stop the browser, then
+	// read how the upgrades reached Caddy
+	stopBrowser()
+	checkWebSocketsOverH2(t, accessLog, sockets)
+}
+
+// browserStatic writes the page for sockets sockets and the socket.io
+// client bundle into a fresh directory and returns it.
+func browserStatic(t *testing.T, sockets int) string {
+	t.Helper()
 	static := t.TempDir()
 	bundle, err := os.ReadFile(filepath.Join(repoRoot(t), "node_modules", "socket.io-client", "dist", "socket.io.min.js"))
 	if err != nil {
@@ -189,27 +218,29 @@ func TestBrowserH2(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(static, "index.html"), []byte(page), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return static
+}
 
-	reports := make(chan []byte, 4)
+// reportReceiver is where the page POSTs its report (the site's /report
+// route proxies to dial); reports delivers the bodies.
+func reportReceiver(t *testing.T) (dial string, reports <-chan []byte) {
+	t.Helper()
+	ch := make(chan []byte, 4)
 	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 		select {
-		case reports <- body:
+		case ch <- body:
 		default:
 		}
 	}))
-	defer receiver.Close()
+	t.Cleanup(receiver.Close)
+	return strings.TrimPrefix(receiver.URL, "http://"), ch
+}
 
-	accessLog := filepath.Join(t.TempDir(), "access.log")
-	tester := caddytester.NewTester(t)
-	loadConfig(t, tester, httpsSite{
-		Cert: cert, Nodes: nodes, Handler: true, Policy: leastConnPolicy,
-		Static: static, ReportDial: strings.TrimPrefix(receiver.URL, "http://"), AccessLog: accessLog,
-	}.Caddyfile())
-	before := statsOf(t, nodes)
-
-	start := time.Now()
-	output, stopBrowser := startChromium(t, chromium, "https://"+httpsAddr+"/index.html", cert)
+// awaitBrowserReport waits for the page's report; without one the test
+// fails with the end of the browser's output.
+func awaitBrowserReport(t *testing.T, reports <-chan []byte, output *bytes.Buffer) browserReport {
+	t.Helper()
 	var rep browserReport
 	select {
 	case body := <-reports:
@@ -219,11 +250,14 @@ func TestBrowserH2(t *testing.T) {
 	case <-time.After(45 * time.Second):
 		t.Fatalf("no report from the browser within 45s; browser output:\n%s", tailOf(output.String(), 4000))
 	}
-	t.Logf("report after %s from %s", time.Since(start).Round(time.Millisecond), rep.UserAgent)
-	if rep.Fatal != "" {
-		t.Fatalf("page error: %s", rep.Fatal)
-	}
+	return rep
+}
 
+// checkBrowserSockets asserts that every socket connected, upgraded and
+// got its hello and echo from one node, with least_conn spreading them,
+// no request misrouted, and every Engine.IO request over h2.
+func checkBrowserSockets(t *testing.T, nodes []*sioNode, before clusterStats, rep browserReport, sockets int) {
+	t.Helper()
 	perNode := map[string]int{}
 	connected, upgraded := 0, 0
 	var errs []string
@@ -262,10 +296,13 @@ func TestBrowserH2(t *testing.T) {
 	if len(rep.Protocols) != 1 || rep.Protocols["h2"] == 0 {
 		t.Errorf("the browser's Engine.IO requests went over %v, want h2 only", rep.Protocols)
 	}
+}
 
-	// Caddy logs a proxied WebSocket when it closes: stop the browser, then
-	// read how the upgrades reached Caddy
-	stopBrowser()
+// checkWebSocketsOverH2 asserts that Caddy's access log shows every
+// socket's WebSocket as an HTTP/2 extended CONNECT (once the browser is
+// gone: Caddy logs a proxied WebSocket when it closes).
+func checkWebSocketsOverH2(t *testing.T, accessLog string, sockets int) {
+	t.Helper()
 	var ws map[string]int
 	for range 50 {
 		if ws = engineIORequests(t, accessLog, "websocket"); sumCounts(ws) >= sockets {
