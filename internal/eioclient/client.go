@@ -7,7 +7,7 @@
 //
 // It is not a general Socket.IO client: no reconnection, no binary
 // packets, no JSONP; the helpers of socketio.go read the packets of the
-// test nodes (caddytest/testdata/sio-node.js and bench/bench-node.js).
+// test nodes of caddytest (testdata/sio-node.js).
 package eioclient
 
 import (
