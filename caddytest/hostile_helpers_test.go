@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-socketio/caddy-socketio/internal/eioclient"
 	"github.com/caddy-socketio/caddy-socketio/selection"
 )
 
@@ -388,15 +389,10 @@ func hashNode(nodes []*sioNode, ip string) *sioNode {
 
 // handshakeSID reads the sid of a v4 open packet body.
 func handshakeSID(body []byte) (string, error) {
-	packet, _, _ := bytes.Cut(body, []byte{0x1e})
-	if len(packet) < 2 || packet[0] != '0' {
-		return "", fmt.Errorf("not an open packet: %q", body)
-	}
-	var open struct {
-		SID string `json:"sid"`
-	}
-	if err := json.Unmarshal(packet[1:], &open); err != nil || open.SID == "" {
-		return "", fmt.Errorf("open packet %q: %v", packet, err)
+	packet, _, _ := strings.Cut(string(body), eioclient.Separator)
+	open, err := eioclient.ParseOpen(packet)
+	if err != nil {
+		return "", err
 	}
 	return open.SID, nil
 }

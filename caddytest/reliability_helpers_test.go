@@ -1,11 +1,8 @@
 package caddytest
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -22,14 +19,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-socketio/caddy-socketio/internal/eioclient"
 	"github.com/caddy-socketio/caddy-socketio/internal/wsframe"
 )
 
 // This file holds what the reliability tests need beyond the shared
 // harness: the admin API calls that change the pool and read the upstreams' health,
-// SIGKILL for a node, and two raw Engine.IO clients written in Go: a
-// polling one whose every request may come from another source address,
-// and a websocket-only one that reports how its connection was closed.
+// SIGKILL for a node, and two kinds of Engine.IO sessions
+// (internal/eioclient): polling ones whose every request may come from
+// another source address, and websocket-only ones that report how their
+// connection was closed.
 // Names start with rel so that they cannot collide with other files of
 // the package.
 
@@ -177,142 +176,57 @@ func relLogFile(t testing.TB, name string) (path string, read func() string) {
 	}
 }
 
-// --- raw Engine.IO v4 polling client, one source address per request ---
+// --- Engine.IO sessions (internal/eioclient) from chosen source addresses ---
 
-// relEIO is a hand-made Engine.IO v4 polling session. Every request opens
-// its own TCP connection from the address given, as a browser whose
-// network changed would.
-type relEIO struct {
-	base string // http://host:port/socket.io/
-	sid  string
-	node string // X-Sio-Node of the handshake
-	log  []string
-}
-
-// relEIOError is a request of a session that failed or reached a node
-// other than the handshake's.
-type relEIOError struct {
-	What   string
-	From   string
-	Status int
-	Node   string
-	Body   string
-	Err    error
-}
-
-func (e *relEIOError) Error() string {
-	if e.Err != nil {
-		return fmt.Sprintf("%s from %s: %v", e.What, e.From, e.Err)
-	}
-	return fmt.Sprintf("%s from %s: %d from %s: %.80q", e.What, e.From, e.Status, e.Node, e.Body)
-}
-
-func relHTTPClient(local string) *http.Client {
+// relDialer dials from the source address local ("": any).
+func relDialer(local string) *net.Dialer {
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	if local != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
 	}
-	return &http.Client{
-		Timeout:   10 * time.Second,
-		Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true},
-	}
+	return d
 }
 
-// do sends one request of the session from local and returns the body;
-// any status but 200, or an answer from another node, is an error.
-func (c *relEIO) do(ctx context.Context, what, local, method, body string) (string, error) {
-	u := c.base + "?EIO=4&transport=polling"
-	if c.sid != "" {
-		u += "&sid=" + c.sid
-	}
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, rd)
-	if err != nil {
-		return "", err
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "text/plain;charset=UTF-8")
-	}
-	resp, err := relHTTPClient(local).Do(req)
-	if err != nil {
-		return "", &relEIOError{What: what, From: local, Err: err}
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	node := resp.Header.Get("X-Sio-Node")
-	c.log = append(c.log, fmt.Sprintf("%s %s %d %s", what, local, resp.StatusCode, node))
-	switch {
-	case err != nil:
-		return "", &relEIOError{What: what, From: local, Err: err}
-	case resp.StatusCode != http.StatusOK || (c.node != "" && node != c.node):
-		return "", &relEIOError{What: what, From: local, Status: resp.StatusCode, Node: node, Body: string(b)}
-	}
-	if c.node == "" {
-		c.node = node
-	}
-	return string(b), nil
+// relTransport opens a TCP connection from local for each request.
+func relTransport(local string) *http.Transport {
+	return &http.Transport{DialContext: relDialer(local).DialContext, DisableKeepAlives: true}
+}
+
+func relHTTPClient(local string) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: relTransport(local)}
+}
+
+// relEIO is an Engine.IO v4 polling session whose every request opens its
+// own TCP connection from the address given to from, as a browser whose
+// network changed would. Every answer must come from the handshake's node;
+// log records each exchange as "what address status node".
+type relEIO struct {
+	*eioclient.Client
+	local string // the source address of the requests being sent
+	log   []string
+}
+
+func newRelEIO(base string) *relEIO {
+	c := &relEIO{}
+	c.Client = &eioclient.Client{Base: base, Timeout: 10 * time.Second, Pinned: true,
+		Observe: func(what string, resp *http.Response) {
+			c.log = append(c.log, fmt.Sprintf("%s %s %d %s", what, c.local, resp.StatusCode, resp.Header.Get("X-Sio-Node")))
+		}}
+	return c
+}
+
+// from sends the session's next requests from local.
+func (c *relEIO) from(local string) *eioclient.Client {
+	c.local, c.Transport = local, relTransport(local)
+	return c.Client
 }
 
 // handshake opens the session from local.
 func (c *relEIO) handshake(ctx context.Context, local string) error {
-	body, err := c.do(ctx, "handshake", local, http.MethodGet, "")
-	if err != nil {
-		return err
+	if _, err := c.from(local).Handshake(ctx); err != nil {
+		return fmt.Errorf("from %s: %w", local, err)
 	}
-	first, _, _ := strings.Cut(body, "\x1e") // Engine.IO v4 payload separator
-	var open struct {
-		SID string `json:"sid"`
-	}
-	if !strings.HasPrefix(first, "0") || json.Unmarshal([]byte(first[1:]), &open) != nil || open.SID == "" {
-		return fmt.Errorf("handshake from %s: no open packet in %.80q", local, body)
-	}
-	c.sid = open.SID
 	return nil
-}
-
-// send POSTs packets, joined by the v4 separator.
-func (c *relEIO) send(ctx context.Context, local string, packets ...string) error {
-	body, err := c.do(ctx, "post", local, http.MethodPost, strings.Join(packets, "\x1e"))
-	if err == nil && body != "ok" {
-		err = fmt.Errorf("post from %s: answer %.80q", local, body)
-	}
-	return err
-}
-
-// awaitPacket long-polls from local until a packet satisfying match
-// arrives, answering the server's pings; at most polls requests.
-func (c *relEIO) awaitPacket(ctx context.Context, local string, polls int, match func(string) bool) error {
-	for i := 0; i < polls; i++ {
-		body, err := c.do(ctx, "poll", local, http.MethodGet, "")
-		if err != nil {
-			return err
-		}
-		var found bool
-		for _, p := range strings.Split(body, "\x1e") {
-			switch {
-			case p == "2": // ping: answer before pingTimeout
-				if err := c.send(ctx, local, "3"); err != nil {
-					return err
-				}
-			case p == "1": // the server closed the session
-				return fmt.Errorf("poll from %s: session closed by the server", local)
-			case match(p):
-				found = true
-			}
-		}
-		if found {
-			return nil
-		}
-	}
-	return fmt.Errorf("poll from %s: expected packet not received in %d polls", local, polls)
-}
-
-// close ends the session politely (best effort).
-func (c *relEIO) close(ctx context.Context, local string) {
-	_, _ = c.do(ctx, "close", local, http.MethodPost, "1")
 }
 
 // relMovingSession runs one polling session whose source address changes
@@ -321,43 +235,33 @@ func (c *relEIO) close(ctx context.Context, local string) {
 // the polls that bring its answer. It returns the handshake's node and
 // the first failure.
 func relMovingSession(ctx context.Context, base string, addrs []string) (node string, log []string, err error) {
-	c := &relEIO{base: base}
+	c := newRelEIO(base)
 	defer func() { log = c.log }()
 	if err := c.handshake(ctx, addrs[0]); err != nil {
 		return "", nil, err
 	}
 	for r, local := range addrs[1:] {
+		// 42<id>["echo",<id>] is acknowledged by 43<id>[{node,payload}]
+		send, answer := eioclient.EchoPacket(r), eioclient.HasPrefix(fmt.Sprintf("43%d[", r))
 		if r == 0 {
 			// socket.io CONNECT to "/"; the node answers 40{sid} and emits hello
-			if err := c.send(ctx, local, "40"); err != nil {
-				return c.node, nil, err
-			}
-			if err := c.awaitPacket(ctx, local, 3, func(p string) bool { return strings.HasPrefix(p, `42["hello"`) }); err != nil {
-				return c.node, nil, err
-			}
-			continue
+			send, answer = "40", eioclient.HasPrefix(`42["hello"`)
 		}
-		// 42<id>["echo",<id>] is acknowledged by 43<id>[{node,payload}]
-		if err := c.send(ctx, local, fmt.Sprintf(`42%d["echo",%d]`, r, r)); err != nil {
-			return c.node, nil, err
+		if err := c.from(local).Post(ctx, send); err != nil {
+			return c.Node, nil, fmt.Errorf("from %s: %w", local, err)
 		}
-		ack := fmt.Sprintf(`43%d[`, r)
-		if err := c.awaitPacket(ctx, local, 3, func(p string) bool { return strings.HasPrefix(p, ack) }); err != nil {
-			return c.node, nil, err
+		if _, err := c.Await(ctx, 3, answer); err != nil {
+			return c.Node, nil, fmt.Errorf("from %s: %w", local, err)
 		}
 	}
-	c.close(ctx, addrs[len(addrs)-1])
-	return c.node, nil, nil
+	c.from(addrs[len(addrs)-1]).Close(ctx)
+	return c.Node, nil, nil
 }
 
-// --- raw Engine.IO v4 websocket-only client ---
-
-// relWS is a websocket-only Engine.IO session that answers pings and
-// records how its connection ended.
+// relWS is a websocket-only Engine.IO session over HTTP/1.1 that answers
+// pings and records how its connection ended.
 type relWS struct {
-	conn net.Conn
-	br   *bufio.Reader
-	node string
+	*eioclient.WS
 
 	done      chan struct{}
 	mu        sync.Mutex
@@ -368,99 +272,70 @@ type relWS struct {
 // relDialWS opens a websocket-only session through the test Caddy from
 // local and connects socket.io's "/" namespace.
 func relDialWS(local string) (*relWS, error) {
-	d := &net.Dialer{Timeout: 5 * time.Second}
-	if local != "" {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
-	}
-	conn, err := d.Dial("tcp", siteAddr)
+	conn, err := relDialer(local).Dial("tcp", siteAddr)
 	if err != nil {
 		return nil, err
 	}
-	var key [16]byte
-	_, _ = rand.Read(key[:])
-	req := "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: " + siteAddr +
-		"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " +
-		base64.StdEncoding.EncodeToString(key[:]) + "\r\n\r\n"
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(conn, req); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
+	ws, err := relConnectWS(conn)
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		conn.Close()
-		return nil, fmt.Errorf("websocket handshake: %s", resp.Status)
-	}
-	ws := &relWS{conn: conn, br: br, node: resp.Header.Get("X-Sio-Node"), done: make(chan struct{})}
-	// open packet, then CONNECT "/" and its answer
-	if op, msg, err := ws.read(); err != nil || op != 1 || !strings.HasPrefix(msg, "0{") {
-		conn.Close()
-		return nil, fmt.Errorf("websocket open packet: op %d %.80q %v", op, msg, err)
-	}
-	if err := ws.write(1, []byte("40")); err != nil {
-		conn.Close()
+	_ = conn.SetDeadline(time.Time{})
+	go ws.loop()
+	return ws, nil
+}
+
+// relConnectWS opens the session over conn: the upgrade, the open packet,
+// then CONNECT "/" and its answer.
+func relConnectWS(conn net.Conn) (*relWS, error) {
+	ws, err := eioclient.Upgrade(conn, siteAddr, "/socket.io/?EIO=4&transport=websocket")
+	if err != nil {
 		return nil, err
 	}
-	for i := 0; i < 5; i++ {
-		op, msg, err := ws.read()
-		if err != nil {
-			conn.Close()
-			return nil, err
-		}
-		if op == 1 && strings.HasPrefix(msg, "40") {
-			_ = conn.SetDeadline(time.Time{})
-			go ws.loop()
-			return ws, nil
-		}
+	p, err := ws.ReadMessage()
+	if err == nil {
+		_, err = eioclient.ParseOpen(p)
 	}
-	conn.Close()
-	return nil, errors.New("websocket: no socket.io CONNECT answer")
+	if err != nil {
+		return nil, fmt.Errorf("websocket open packet: %w", err)
+	}
+	if err := ws.WriteText("40"); err != nil {
+		return nil, err
+	}
+	if _, err := ws.Await(5, eioclient.HasPrefix("40")); err != nil {
+		return nil, fmt.Errorf("websocket: no socket.io CONNECT answer: %w", err)
+	}
+	return &relWS{WS: ws, done: make(chan struct{})}, nil
 }
 
-// read reads one frame from the server (the Engine.IO packets of these
-// sessions are never fragmented).
-func (ws *relWS) read() (op byte, msg string, err error) {
-	_, op, p, err := wsframe.ReadFrame(ws.br)
-	return op, string(p), err
-}
-
-// write sends one frame, masked as a client must (RFC 6455 5.3).
-func (ws *relWS) write(op byte, payload []byte) error {
-	return wsframe.WriteFrame(ws.conn, op, payload)
-}
-
-// loop answers Engine.IO pings until the connection ends.
+// loop answers Engine.IO pings (wsframe answers WebSocket pings) until the
+// connection ends; it echoes the server's close frame.
 func (ws *relWS) loop() {
 	defer close(ws.done)
 	for i := 0; i < 1_000_000; i++ {
-		op, msg, err := ws.read()
-		if err != nil {
-			ws.mu.Lock()
-			ws.endErr = err
-			ws.mu.Unlock()
-			return
-		}
+		msg, err := ws.ReadMessage()
+		var closed *wsframe.CloseError
 		switch {
-		case op == 8: // close
+		case errors.As(err, &closed):
 			ws.mu.Lock()
-			if len(msg) >= 2 {
-				ws.closeCode = int(binary.BigEndian.Uint16([]byte(msg[:2])))
+			if len(closed.Payload) >= 2 {
+				ws.closeCode = int(binary.BigEndian.Uint16(closed.Payload[:2]))
 			} else {
 				ws.closeCode = 1005 // no status received
 			}
 			ws.mu.Unlock()
-			_ = ws.write(8, []byte(msg[:min(len(msg), 2)]))
-			ws.conn.Close()
+			_ = ws.WriteFrame(wsframe.OpClose, closed.Payload[:min(len(closed.Payload), 2)])
+			ws.Close()
 			return
-		case op == 9: // websocket ping
-			_ = ws.write(10, []byte(msg))
-		case op == 1 && msg == "2": // Engine.IO ping
-			_ = ws.write(1, []byte("3"))
+		case err != nil:
+			ws.mu.Lock()
+			ws.endErr = err
+			ws.mu.Unlock()
+			return
+		case msg == "2": // Engine.IO ping
+			_ = ws.WriteText("3")
 		}
 	}
 }
@@ -478,7 +353,7 @@ func (ws *relWS) ended() (bool, int, error) {
 }
 
 func (ws *relWS) stop() {
-	_ = ws.conn.Close()
+	ws.Close()
 	select {
 	case <-ws.done:
 	case <-time.After(5 * time.Second):

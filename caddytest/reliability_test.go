@@ -576,7 +576,7 @@ func TestReliabilityWebSocketsAcrossReloads(t *testing.T) {
 			res.Upgraded, res.TransportsAtEnd, res.AliveAtEnd, res.DisconnectsDuringHold.Count, res.DisconnectsDuringHold.Reasons, res.EchoOK, res.EchoFailed)
 		for i, ws := range raw {
 			ended, code, err := ws.ended()
-			t.Logf("raw websocket %d (on %s): ended %v, close code %d, %v", i, ws.node, ended, code, err)
+			t.Logf("raw websocket %d (on %s): ended %v, close code %d, %v", i, ws.Node, ended, code, err)
 		}
 		return res, raw
 	}
@@ -701,12 +701,12 @@ func TestReliabilityRemovedUpstreamFailsFast(t *testing.T) {
 		addrs []string
 	)
 	for i := 1; i <= 60 && len(mine) < 10; i++ {
-		c := &relEIO{base: base}
+		c := newRelEIO(base)
 		addr := fmt.Sprintf("127.18.0.%d", i)
 		if err := c.handshake(ctx, addr); err != nil {
 			t.Fatal(err)
 		}
-		if c.node == removed.Name {
+		if c.Node == removed.Name {
 			mine, addrs = append(mine, c), append(addrs, addr)
 		}
 	}
@@ -732,7 +732,7 @@ func TestReliabilityRemovedUpstreamFailsFast(t *testing.T) {
 					return
 				default:
 				}
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"?EIO=4&transport=polling&sid="+c.sid, strings.NewReader("6"))
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.Base+"?EIO=4&transport=polling&sid="+c.SID, strings.NewReader("6"))
 				req.Header.Set("Content-Type", "text/plain;charset=UTF-8")
 				resp, err := client.Do(req)
 				key := "no answer" // e.g. reset by the listener handover

@@ -22,7 +22,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -30,13 +29,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"maps"
 	"math"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"slices"
@@ -49,7 +46,7 @@ import (
 
 	"golang.org/x/net/http2"
 
-	"github.com/caddy-socketio/caddy-socketio/internal/wsframe"
+	"github.com/caddy-socketio/caddy-socketio/internal/eioclient"
 )
 
 // flags
@@ -67,10 +64,6 @@ var (
 	payloadLen = flag.Int("payload-bytes", 64, "echo payload, a string of this many bytes")
 	maxRun     = flag.Duration("max", 0, "watchdog: exit 3 after this long (default: the opens' worst case + hold + 60s)")
 )
-
-// Engine.IO v4 separates the packets of a polling payload with a record
-// separator (engine.io-parser encodePayload).
-const separator = "\x1e"
 
 func main() {
 	flag.Parse()
@@ -273,61 +266,47 @@ func newTransport(roots *x509.CertPool, local net.IP) *http2.Transport {
 // session is one Engine.IO v4 session with a Socket.IO connection in the
 // main namespace.
 type session struct {
-	r  *run
-	rt *http2.Transport
+	r *run
+	c *eioclient.Client
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	sid    string
 
 	mu      sync.Mutex
 	current string              // the transport in use, "" once closed; guarded by mu
 	acks    map[int]chan string // echo acks awaited, by id; guarded by mu
 	nextID  int                 // guarded by mu
 
-	ws    *wsConn     // websocket sessions, after the upgrade
-	sendq chan string // polling sessions: packets for the POST loop
+	ws    *eioclient.WS // websocket sessions, after the upgrade
+	sendq chan string   // polling sessions: packets for the POST loop
 }
 
 func newSession(r *run, rt *http2.Transport) *session {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &session{r: r, rt: rt, ctx: ctx, cancel: cancel, acks: map[int]chan string{}}
-}
-
-func (s *session) url(transport string) string {
-	v := url.Values{"EIO": {"4"}, "transport": {transport}}
-	if s.sid != "" {
-		v.Set("sid", s.sid)
-	}
-	return *baseURL + "?" + v.Encode()
+	c := &eioclient.Client{Base: *baseURL, Transport: rt}
+	return &session{r: r, c: c, ctx: ctx, cancel: cancel, acks: map[int]chan string{}}
 }
 
 // do sends one polling request and returns the body of its 200 answer.
 func (s *session) do(ctx context.Context, method, body string) (string, error) {
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
+	data, err := s.c.Do(ctx, method, method, body)
+	return data, brief(err)
+}
+
+// brief is the short form of a request's error that the run counts errors
+// by, e.g. "GET: status 400".
+func brief(err error) error {
+	var e *eioclient.Error
+	switch {
+	case !errors.As(err, &e):
+		return err
+	case e.Status == 0:
+		return fmt.Errorf("%s: transport error", e.Method)
+	case e.IsStatus():
+		return fmt.Errorf("%s: status %d", e.Method, e.Status)
+	default:
+		return fmt.Errorf("%s: reading the body", e.Method)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, s.url("polling"), rd)
-	if err != nil {
-		return "", err
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "text/plain;charset=UTF-8")
-	}
-	resp, err := s.rt.RoundTrip(req)
-	if err != nil {
-		return "", fmt.Errorf("%s: transport error", method)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return "", fmt.Errorf("%s: reading the body", method)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s: status %d", method, resp.StatusCode)
-	}
-	return string(data), nil
 }
 
 // open makes the handshake, connects the Socket.IO namespace and, for a
@@ -335,18 +314,13 @@ func (s *session) do(ctx context.Context, method, body string) (string, error) {
 func (s *session) open() error {
 	ctx, cancel := context.WithTimeout(s.ctx, *timeout)
 	defer cancel()
-	body, err := s.do(ctx, http.MethodGet, "")
-	if err != nil {
-		return fmt.Errorf("handshake: %w", err)
-	}
-	first, _, _ := strings.Cut(body, separator)
-	var hs struct {
-		SID string `json:"sid"`
-	}
-	if !strings.HasPrefix(first, "0") || json.Unmarshal([]byte(first[1:]), &hs) != nil || hs.SID == "" {
+	if _, err := s.c.Handshake(ctx); err != nil {
+		var e *eioclient.Error
+		if errors.As(err, &e) {
+			return fmt.Errorf("handshake: %w", brief(err))
+		}
 		return errors.New("handshake: no open packet")
 	}
-	s.sid = hs.SID
 	if body, err := s.do(ctx, http.MethodPost, "40"); err != nil || body != "ok" {
 		return fmt.Errorf("socket.io connect: POST: %v %q", err, body)
 	}
@@ -356,7 +330,7 @@ func (s *session) open() error {
 		if err != nil {
 			return fmt.Errorf("socket.io connect: %w", err)
 		}
-		for _, p := range strings.Split(body, separator) {
+		for _, p := range strings.Split(body, eioclient.Separator) {
 			switch {
 			case strings.HasPrefix(p, "40"):
 				connected = true
@@ -396,42 +370,29 @@ func (s *session) open() error {
 }
 
 // openWebSocket opens the session's WebSocket as an extended CONNECT
-// stream (RFC 8441): no key, no Connection, no Upgrade; the version, as
-// browsers send it.
-func (s *session) openWebSocket(ctx context.Context) (*wsConn, error) {
-	pr, pw := io.Pipe()
-	req, err := http.NewRequestWithContext(s.ctx, http.MethodConnect, s.url("websocket"), pr)
-	if err != nil {
-		return nil, err
-	}
-	req.Header[":protocol"] = []string{"websocket"}
-	req.Header.Set("Sec-WebSocket-Version", "13")
+// stream (RFC 8441) that lasts as long as the session; ctx bounds only the
+// wait for its answer.
+func (s *session) openWebSocket(ctx context.Context) (*eioclient.WS, error) {
 	type answer struct {
-		resp *http.Response
-		err  error
+		ws  *eioclient.WS
+		err error
 	}
 	done := make(chan answer, 1)
 	go func() {
-		resp, err := s.rt.RoundTrip(req)
-		done <- answer{resp, err}
+		ws, err := s.c.OpenStream(s.ctx, eioclient.ExtendedConnect(2, "websocket"))
+		done <- answer{ws, err}
 	}()
-	var a answer
 	select {
-	case a = <-done:
+	case a := <-done:
+		return a.ws, brief(a.err)
 	case <-ctx.Done():
-		pw.Close()
+		go func() {
+			if a := <-done; a.ws != nil {
+				a.ws.Close()
+			}
+		}()
 		return nil, errors.New("CONNECT: timeout")
 	}
-	if a.err != nil {
-		pw.Close()
-		return nil, errors.New("CONNECT: transport error")
-	}
-	if a.resp.StatusCode != http.StatusOK {
-		pw.Close()
-		a.resp.Body.Close()
-		return nil, fmt.Errorf("CONNECT: status %d", a.resp.StatusCode)
-	}
-	return &wsConn{Conn: wsframe.NewConn(bufio.NewReader(a.resp.Body), pw), w: pw, body: a.resp.Body}, nil
 }
 
 // end closes the session once, counting why if it was live.
@@ -451,7 +412,7 @@ func (s *session) end(reason string) {
 	}
 	s.cancel()
 	if s.ws != nil {
-		s.ws.close()
+		s.ws.Close()
 	}
 }
 
@@ -461,7 +422,7 @@ func (s *session) close() {
 	s.mu.Unlock()
 	s.cancel()
 	if s.ws != nil {
-		s.ws.close()
+		s.ws.Close()
 	}
 }
 
@@ -507,7 +468,7 @@ func (s *session) pollLoop() {
 			}
 			return
 		}
-		for _, p := range strings.Split(body, separator) {
+		for _, p := range strings.Split(body, eioclient.Separator) {
 			s.handle(p, func(out string) { s.send(out) })
 		}
 	}
@@ -532,7 +493,7 @@ func (s *session) postLoop() {
 				more = false
 			}
 		}
-		if body, err := s.do(s.ctx, http.MethodPost, strings.Join(batch, separator)); err != nil || body != "ok" {
+		if body, err := s.do(s.ctx, http.MethodPost, strings.Join(batch, eioclient.Separator)); err != nil || body != "ok" {
 			if s.ctx.Err() == nil {
 				s.end(fmt.Sprintf("transport error: post: %v", err))
 			}
@@ -625,16 +586,4 @@ func (s *session) echo(stop <-chan struct{}) {
 	s.mu.Lock()
 	delete(s.acks, id)
 	s.mu.Unlock()
-}
-
-// wsConn is the client end of a WebSocket over an extended CONNECT stream.
-type wsConn struct {
-	*wsframe.Conn
-	w    *io.PipeWriter
-	body io.Closer
-}
-
-func (ws *wsConn) close() {
-	_ = ws.w.Close()
-	_ = ws.body.Close()
 }
