@@ -49,6 +49,10 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"fail/handler max_body twice", handler("socketio {\n\t\tmax_body 1MB\n\t\tmax_body 2MB\n\t}"), "max_body already specified"},
 		{"fail/handler max_body_memory not a size", handler("socketio {\n\t\tmax_body_memory lots\n\t}"), "invalid max_body_memory 'lots'"},
 		{"fail/handler max_body_memory twice", handler("socketio {\n\t\tmax_body_memory 64MB\n\t\tmax_body_memory 64MB\n\t}"), "max_body_memory already specified"},
+		{"fail/handler reconnect_cookie twice", handler("socketio {\n\t\treconnect_cookie\n\t\treconnect_cookie\n\t}"), "reconnect_cookie already specified"},
+		{"fail/handler reconnect_cookie two names", handler("socketio {\n\t\treconnect_cookie a b\n\t}"), "wrong argument count"},
+		{"fail/handler reconnect_cookie unknown option", handler("socketio {\n\t\treconnect_cookie {\n\t\t\tkey x\n\t\t}\n\t}"), "unrecognized reconnect_cookie option 'key'"},
+		{"fail/handler reconnect_cookie secret missing", handler("socketio {\n\t\treconnect_cookie {\n\t\t\tsecret\n\t\t}\n\t}"), "wrong argument count"},
 		{"fail/handler cookie twice", handler("socketio {\n\t\tcookie a\n\t\tcookie b\n\t}"), "cookie already specified"},
 		{"fail/handler cookie stray argument", handler("socketio {\n\t\tcookie a b\n\t}"), "wrong argument count"},
 	}

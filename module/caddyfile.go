@@ -30,6 +30,9 @@ func parseHandlerCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //		cookie   <name>
 //		max_body        <size>
 //		max_body_memory <size>
+//		reconnect_cookie [<name>] {
+//			secret <key>
+//		}
 //	}
 //
 // Like every handler directive, socketio takes an optional matcher token
@@ -60,6 +63,34 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "max_body_memory":
 			if err := parseSize(d, &h.MaxBodyMemory); err != nil {
 				return err
+			}
+		case "reconnect_cookie":
+			if h.ReconnectCookie != "" {
+				return d.Err("reconnect_cookie already specified")
+			}
+			h.ReconnectCookie = DefaultReconnectCookie
+			if d.NextArg() {
+				h.ReconnectCookie = d.Val()
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				switch d.Val() {
+				case "secret":
+					if h.ReconnectSecret != "" {
+						return d.Err("secret already specified")
+					}
+					if !d.NextArg() {
+						return d.ArgErr()
+					}
+					h.ReconnectSecret = d.Val()
+					if d.NextArg() {
+						return d.ArgErr()
+					}
+				default:
+					return d.Errf("unrecognized reconnect_cookie option '%s'", d.Val())
+				}
 			}
 		case "cookie":
 			if h.Cookie != "" {

@@ -23,6 +23,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-socketio/caddy-socketio/internal/engineio"
+	"github.com/caddy-socketio/caddy-socketio/internal/homecookie"
 	"github.com/caddy-socketio/caddy-socketio/internal/metrics"
 )
 
@@ -41,6 +42,14 @@ const DefaultMaxBody = 1_000_000
 // DefaultMaxBodyMemory is the default of Handler.MaxBodyMemory: 32 bodies
 // of the largest size, or tens of thousands of usual ones.
 const DefaultMaxBodyMemory = 32 << 20
+
+// DefaultReconnectCookie is the default name of the reconnect hint
+// cookie (Handler.ReconnectCookie).
+const DefaultReconnectCookie = "io_home"
+
+// reconnectCookieMaxAge is how long a browser keeps the reconnect hint:
+// it only matters for reconnects, which come within minutes.
+const reconnectCookieMaxAge = 24 * 60 * 60
 
 // DefaultCookie is the name of engine.io's session cookie (its `cookie`
 // option's default name).
@@ -123,8 +132,30 @@ type Handler struct {
 	// process holds less than its own value. Default: 32MiB.
 	MaxBodyMemory int64 `json:"max_body_memory,omitempty"`
 
+	// The name of a cookie that sends a client's reconnects home (off
+	// when empty). Each polling handshake answer sets it (Path: the
+	// Engine.IO path; HttpOnly; SameSite=Lax; Secure on HTTPS; a day
+	// long) to a token naming the upstream that served it, and the
+	// client's next handshake that carries it goes back to that upstream
+	// if it is available and not draining, instead of to the fallback.
+	// Socket.IO's connection state recovery with the in-memory adapter
+	// needs exactly that, while `fallback least_conn` places new clients.
+	// The token is an HMAC of the upstream's dial address: it reveals no
+	// address and cannot be forged. Requests of a session are routed by
+	// sid, never by the cookie. The Caddyfile's `reconnect_cookie` without
+	// a name uses `io_home`.
+	ReconnectCookie string `json:"reconnect_cookie,omitempty"`
+
+	// The key of the reconnect hint's tokens. Caddy instances that share
+	// clients (behind DNS or an L4 balancer) must share it, e.g. as
+	// `{env.SIO_RECONNECT_SECRET}` (placeholders are replaced when the
+	// configuration loads). Default: a random key per Caddy process,
+	// kept across config reloads.
+	ReconnectSecret string `json:"reconnect_secret,omitempty"`
+
 	logger     *zap.Logger
 	pathNoTail string
+	hint       *homecookie.Hint
 
 	warnPolicy     sync.Once
 	warnCollision  sync.Once
@@ -155,6 +186,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.MaxBodyMemory = DefaultMaxBodyMemory
 	}
 	h.pathNoTail = strings.TrimSuffix(h.Path, "/")
+	if h.ReconnectCookie != "" {
+		h.hint = homecookie.New(caddy.NewReplacer().ReplaceAll(h.ReconnectSecret, ""))
+	}
 	if err := metrics.Register(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %v", err)
 	}
@@ -171,6 +205,14 @@ func (h *Handler) Validate() error {
 	}
 	if h.MaxBodyMemory < 0 {
 		return fmt.Errorf("max_body_memory must not be negative: %d", h.MaxBodyMemory)
+	}
+	if h.ReconnectCookie != "" {
+		if err := (&http.Cookie{Name: h.ReconnectCookie, Value: "x"}).Valid(); err != nil {
+			return fmt.Errorf("reconnect_cookie: invalid cookie name %q: %v", h.ReconnectCookie, err)
+		}
+		if h.ReconnectCookie == h.Cookie {
+			return fmt.Errorf("reconnect_cookie %q is engine.io's session cookie (cookie)", h.ReconnectCookie)
+		}
 	}
 	if h.MaxBodyMemory < h.MaxBody {
 		return fmt.Errorf("max_body_memory (%d) must be at least max_body (%d)", h.MaxBodyMemory, h.MaxBody)
@@ -212,6 +254,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return next.ServeHTTP(w, r)
 	}
 	ex := newExchange(h, w, r, kind, q)
+	if kind == learnHandshake && h.hint != nil {
+		if c, err := r.Cookie(h.ReconnectCookie); err == nil && homecookie.Valid(c.Value) {
+			ex.handoff.SetHome(h.hint, c.Value)
+		}
+	}
 	if r.Method == http.MethodPost {
 		err := ex.readBody(h.MaxBody, h.MaxBodyMemory)
 		defer ex.releaseBody()

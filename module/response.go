@@ -89,6 +89,14 @@ func (ex *exchange) WriteHeader(status int) {
 	case ex.kind == learnHandshake && status == http.StatusOK && ex.chosen():
 		ex.holding = true
 		header := ex.Header()
+		if h := ex.handler; h.hint != nil {
+			dial, _ := ex.handoff.Chosen()
+			header.Add("Set-Cookie", (&http.Cookie{
+				Name: h.ReconnectCookie, Value: h.hint.Token(dial), Path: h.Path,
+				MaxAge: reconnectCookieMaxAge, HttpOnly: true, SameSite: http.SameSiteLaxMode,
+				Secure: ex.req.TLS != nil,
+			}).String())
+		}
 		ex.encoding = header.Get("Content-Encoding")
 		ex.cookieSID = cookieValue(header, ex.handler.Cookie)
 		return

@@ -262,6 +262,11 @@ func (s *SocketIOSelection) choose(pool reverseproxy.UpstreamPool, r *http.Reque
 		if q.IsEngineIO() && q.Transport == engineio.TransportPolling && ho == nil {
 			s.warnNoLearning()
 		}
+		if q.IsEngineIO() && ho.HasHome() {
+			if up := home(pool, ho); up != nil {
+				return up, RouteHome
+			}
+		}
 		return s.placeNew(pool, r, w), RouteNew
 	}
 	var buf [store.MaxOwners]store.Owner
@@ -276,6 +281,20 @@ func (s *SocketIOSelection) choose(pool reverseproxy.UpstreamPool, r *http.Reque
 		return nil, route
 	}
 	return pool[i], route
+}
+
+// home returns the upstream that the handshake's reconnect hint names, if
+// it may take a new session: available and not draining.
+func home(pool reverseproxy.UpstreamPool, ho *handoff.Handoff) *reverseproxy.Upstream {
+	for _, u := range pool {
+		if ho.IsHome(u.Dial) {
+			if u.Available() && !store.IsDraining(u.Dial) {
+				return u
+			}
+			return nil
+		}
+	}
+	return nil
 }
 
 // placeNew asks the fallback policy for an upstream, hiding from it the
@@ -309,7 +328,7 @@ func (s *SocketIOSelection) warnNoLearning() {
 }
 
 // routeCounters are the requests_total counters, by Route.
-var routeCounters = sync.OnceValue(func() (c [RouteRefused + 1]prometheus.Counter) {
+var routeCounters = sync.OnceValue(func() (c [routeCount]prometheus.Counter) {
 	for r := range c {
 		c[r] = metrics.Requests(Route(r).String())
 	}

@@ -41,6 +41,12 @@ const (
 	// RouteRefused: the request's Engine.IO parameters are malformed and
 	// it must not be routed at all.
 	RouteRefused
+	// RouteHome: a new session whose handshake carries the handler's
+	// reconnect hint goes back to the upstream of the client's last
+	// session, available and not draining.
+	RouteHome
+
+	routeCount = iota
 )
 
 // String returns a short name for r, used in logs and metrics.
@@ -56,6 +62,8 @@ func (r Route) String() string {
 		return "unknown"
 	case RouteRefused:
 		return "refused"
+	case RouteHome:
+		return "home"
 	default:
 		return "invalid"
 	}

@@ -222,6 +222,7 @@ func TestRouteString(t *testing.T) {
 		RouteOwnerDown: "owner_down",
 		RouteUnknown:   "unknown",
 		RouteRefused:   "refused",
+		RouteHome:      "home",
 		Route(99):      "invalid",
 	} {
 		t.Run("ok/"+want, func(t *testing.T) {

@@ -23,6 +23,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-socketio/caddy-socketio/internal/engineio"
+	"github.com/caddy-socketio/caddy-socketio/internal/homecookie"
 	"github.com/caddy-socketio/caddy-socketio/internal/store"
 )
 
@@ -37,6 +38,10 @@ type Handoff struct {
 	query    engineio.Query
 	rawQuery string
 	req      *http.Request
+
+	// the reconnect hint the handshake carries, if any (see SetHome)
+	hint      *homecookie.Hint
+	homeToken string
 
 	// set by Choose, overwritten on every retry
 	store  store.Store
@@ -68,6 +73,21 @@ func (h *Handoff) Query(r *http.Request) (engineio.Query, bool) {
 		return engineio.Query{}, false
 	}
 	return h.query, true
+}
+
+// SetHome records that the request carries the reconnect hint token,
+// to be checked with hint.
+func (h *Handoff) SetHome(hint *homecookie.Hint, token string) {
+	h.hint, h.homeToken = hint, token
+}
+
+// HasHome reports whether the request carries a reconnect hint.
+func (h *Handoff) HasHome() bool { return h != nil && h.homeToken != "" }
+
+// IsHome reports whether the request's reconnect hint names the upstream
+// with the dial address.
+func (h *Handoff) IsHome(dial string) bool {
+	return h.HasHome() && h.hint.Names(h.homeToken, dial)
 }
 
 // SID returns the session id of the request, if it has one.
