@@ -16,6 +16,13 @@
 //   SIO_VERSION (optional) "4" (default: socket.io 4.8 / engine.io 6, EIO=4 and,
 //              with allowEIO3, EIO=3) or "2" (socket.io 2.5 / engine.io 3.6, npm
 //              alias "sio2", EIO=3 only). Same behaviour and /__stats contract.
+//   SIO_STREAM_MS (optional, socket.io 4 only) every this many ms, each socket
+//              gets the next number of its own stream: io.to(socket.id).emit("seq",
+//              n), a broadcast, so that with connectionStateRecovery the numbers
+//              sent while the client is away are replayed when it recovers. The
+//              stream runs from the socket's first connection until it is closed
+//              on purpose or can no longer be recovered; a recovered socket goes
+//              on with its stream (on the node that holds it).
 //   SIO_SID_MODE (optional) how engine.io session ids are minted:
 //              "random" (default, engine.io's own base64id),
 //              "sequential" ("1", "2", "3", ... per process: different nodes mint
@@ -464,8 +471,38 @@ if (!V2) {
   });
 }
 
+// SIO_STREAM_MS: socket id -> {n, timer, expiry}
+const STREAM_MS = Number(process.env.SIO_STREAM_MS || 0);
+const streams = new Map();
+function streamFor(socket) {
+  if (!STREAM_MS || V2) return;
+  let st = streams.get(socket.id);
+  if (st) {
+    clearTimeout(st.expiry);
+    return;
+  }
+  st = { n: 0, expiry: null };
+  st.timer = setInterval(() => io.to(socket.id).emit("seq", ++st.n), STREAM_MS);
+  streams.set(socket.id, st);
+}
+function endStream(id, reason) {
+  const st = streams.get(id);
+  if (!st) return;
+  const stop = () => {
+    clearInterval(st.timer);
+    streams.delete(id);
+  };
+  if (reason === "client namespace disconnect" || reason === "server namespace disconnect") return stop();
+  const csr = options.connectionStateRecovery;
+  const keep = csr ? (csr.maxDisconnectionDuration || 120000) : 0;
+  st.expiry = setTimeout(stop, keep);
+}
+
 io.on("connection", (socket) => {
   stats.ioConnections++;
+  if (socket.recovered) stats.recovered = (stats.recovered || 0) + 1;
+  streamFor(socket);
+  socket.on("disconnect", (reason) => endStream(socket.id, reason));
   inc(stats.handshakeAddresses, socket.handshake.address || "unknown");
 
   socket.conn.on("upgrade", (transport) => {
