@@ -12,11 +12,12 @@
 // handshake reached the node that holds its session, which then replays the
 // numbers sent while it was away.
 //
-// --carry-cookie: carry cookies across reconnects as a browser does. In Node,
-// engine.io-client 6.6 keeps its cookie jar (withCredentials) inside each
+// --carry-cookie: carry the cookies across reconnects as a browser does. In
+// Node, engine.io-client 6.6 keeps its cookie jar (withCredentials) inside each
 // Engine.IO socket, and the Manager makes a new socket, with an empty jar, for
-// every reconnect: exactly the handshake that a reconnect hint must steer. So the
-// script gives each client one jar for all its sockets (see withJar).
+// every reconnect: exactly the handshake that a reconnect hint must steer. So
+// each client does what the README shows (carryCookies): it copies the jar when
+// a connection opens and sends it as a Cookie header at the next attempt.
 //
 // Prints one JSON line: {"event":"result", clients, connectedAtEnd, reconnects,
 // recovered, notRecovered, missing, duplicates, received, firstNodes:{node:n},
@@ -29,11 +30,6 @@
 
 const http = require("http");
 const { Manager } = require("socket.io-client");
-const path = require("path");
-// not among the package's exports: required by its file, the very module
-// engine.io-client's Socket uses
-const globals = require(path.join(path.dirname(require.resolve("engine.io-client")), "globals.node.js"));
-if (typeof globals.createCookieJar !== "function") fail("engine.io-client has no createCookieJar: not 6.6?");
 
 const args = { url: null, count: 100, rounds: 3, "carry-cookie": false, "local-address": null, "settle-ms": 1500, "watchdog-ms": 120000 };
 for (let i = 2; i < process.argv.length; i++) {
@@ -49,22 +45,16 @@ function fail(msg) {
   process.exit(2);
 }
 
-// withJar: engine.io-client calls globals.createCookieJar() in the Socket
-// constructor, which Manager.open runs synchronously; for the duration of a
-// client's open, hand out that client's own jar.
-let currentJar = null;
-const createJar = globals.createCookieJar;
-globals.createCookieJar = () => currentJar || createJar();
-function withJar(manager, jar) {
-  const open = manager.open.bind(manager);
-  manager.open = manager.connect = (fn) => {
-    currentJar = jar;
-    try {
-      return open(fn);
-    } finally {
-      currentJar = null;
-    }
-  };
+// carryCookies is the README's recipe for Node clients.
+function carryCookies(manager) {
+  let cookie = "";
+  manager.on("open", () => {
+    const jar = manager.engine._cookieJar;
+    if (jar) cookie = Array.from(jar.cookies, ([name, c]) => `${name}=${c.value}`).join("; ");
+  });
+  manager.on("reconnect_attempt", () => {
+    manager.opts.extraHeaders = Object.assign({}, manager.opts.extraHeaders, { cookie });
+  });
 }
 
 const counters = { reconnects: 0, recovered: 0, notRecovered: 0, missing: 0, duplicates: 0, received: 0, errors: {} };
@@ -88,7 +78,7 @@ for (let i = 0; i < args.count; i++) {
   };
   if (args["local-address"]) opts.localAddress = args["local-address"];
   const manager = new Manager(args.url, Object.assign(opts, { autoConnect: false }));
-  if (args["carry-cookie"]) withJar(manager, createJar());
+  if (args["carry-cookie"]) carryCookies(manager);
   const c = { manager, socket: null, last: 0, connects: 0, node: null };
   c.socket = manager.socket("/");
   c.socket.on("hello", (msg) => {
