@@ -108,6 +108,7 @@ type httpsSite struct {
 	Cert       testCert
 	Nodes      []*sioNode
 	Handler    bool
+	HandlerOpt string // lines of the socketio block, if any
 	Policy     string
 	Static     string // directory served by file_server
 	ReportDial string // where POST /report goes
@@ -124,7 +125,10 @@ func (s httpsSite) Caddyfile() string {
 		fmt.Fprintf(&b, "\tlog {\n\t\toutput file %s\n\t\tformat json\n\t}\n", s.AccessLog)
 	}
 	b.WriteString("\thandle /socket.io/* {\n")
-	if s.Handler {
+	switch {
+	case s.Handler && s.HandlerOpt != "":
+		fmt.Fprintf(&b, "\t\tsocketio {\n\t\t\t%s\n\t\t}\n", s.HandlerOpt)
+	case s.Handler:
 		b.WriteString("\t\tsocketio\n")
 	}
 	b.WriteString("\t\treverse_proxy")

@@ -160,6 +160,16 @@ func (f *forwarder) pause() {
 	}
 }
 
+// cut closes every relayed connection, as a network failure would, and
+// keeps accepting new ones.
+func (f *forwarder) cut() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for c := range f.conns {
+		_ = c.Close()
+	}
+}
+
 // resume listens on the same port again.
 func (f *forwarder) resume(t *testing.T) {
 	var ln net.Listener

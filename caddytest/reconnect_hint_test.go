@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -26,10 +27,7 @@ import (
 // fewer recover (issue 13).
 func TestReconnectHintRecoversSessions(t *testing.T) {
 	requireNode(t)
-	nodes := startClusterOf(t, 3, serverSpec{
-		Env:     map[string]string{"SIO_STREAM_MS": "100"},
-		Options: map[string]any{"connectionStateRecovery": map[string]any{"maxDisconnectionDuration": 30000, "skipMiddlewares": true}},
-	})
+	nodes := recoveryCluster(t)
 	tester := caddytester.NewTester(t)
 	const clients = 100
 	run := func(label, handler string) recoveryResult {
@@ -101,3 +99,111 @@ func runRecoveryClients(t *testing.T, flags ...string) recoveryResult {
 	}
 	return res
 }
+
+// TestReconnectHintBrowser shows the hint in a real browser: headless
+// Chromium keeps the cookie by itself, so each reconnect after a network
+// failure (every connection between the browser and Caddy cut at once)
+// goes home and is recovered, with its stream intact.
+func TestReconnectHintBrowser(t *testing.T) {
+	requireNode(t)
+	chromium := requireChromium(t)
+	nodes := recoveryCluster(t)
+	cert := newTestCert(t)
+	static := t.TempDir()
+	bundle, err := os.ReadFile(filepath.Join(repoRoot(t), "node_modules", "socket.io-client", "dist", "socket.io.min.js"))
+	if err != nil {
+		t.Fatalf("socket.io client bundle: %v (run npm ci)", err)
+	}
+	const cuts = 3
+	for name, data := range map[string][]byte{"socket.io.min.js": bundle, "index.html": []byte(fmt.Sprintf(recoveryPage, cuts))} {
+		if err := os.WriteFile(filepath.Join(static, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reportDial, reports := reportReceiver(t)
+	tester := caddytester.NewTester(t)
+	loadConfig(t, tester, httpsSite{Cert: cert, Nodes: nodes, Handler: true, HandlerOpt: "reconnect_cookie",
+		Policy: leastConnPolicy, Static: static, ReportDial: reportDial}.Caddyfile())
+	// the browser reaches Caddy through a forwarder that can cut its
+	// connections
+	fw := startForwarder(t, httpsAddr)
+	output, _ := startChromium(t, chromium, fmt.Sprintf("https://127.0.0.1:%d/index.html", fw.port), cert)
+
+	var page struct {
+		Phase      string `json:"phase"`
+		Fatal      string `json:"fatal"`
+		Connects   int    `json:"connects"`
+		Reconnects int    `json:"reconnects"`
+		Recovered  int    `json:"recovered"`
+		Missing    int    `json:"missing"`
+		Duplicates int    `json:"duplicates"`
+		Received   int    `json:"received"`
+	}
+	for page.Phase != "done" {
+		select {
+		case body := <-reports:
+			if err := json.Unmarshal(body, &page); err != nil || page.Fatal != "" {
+				t.Fatalf("page report %q (%v)", body, err)
+			}
+		case <-time.After(45 * time.Second):
+			t.Fatalf("no report from the browser within 45s (last: %+v); browser output:\n%s", page, tailOf(output.String(), 4000))
+		}
+		if page.Phase == "upgraded" && page.Connects <= cuts {
+			time.Sleep(300 * time.Millisecond) // some numbers on this connection
+			fw.cut()
+		}
+	}
+	t.Logf("browser: %+v", page)
+	if page.Reconnects != cuts || page.Recovered != cuts || page.Missing != 0 || page.Duplicates != 0 {
+		t.Errorf("browser: %d reconnects, %d recovered, %d missing, %d duplicated; want %d recovered of %d and none missing", page.Reconnects, page.Recovered, page.Missing, page.Duplicates, cuts, cuts)
+	}
+}
+
+// recoveryCluster starts three socket.io@4 nodes with connection state
+// recovery (in-memory adapter) and a numbered stream per socket.
+func recoveryCluster(t *testing.T) []*sioNode {
+	t.Helper()
+	return startClusterOf(t, 3, serverSpec{
+		Env:     map[string]string{"SIO_STREAM_MS": "100"},
+		Options: map[string]any{"connectionStateRecovery": map[string]any{"maxDisconnectionDuration": 30000, "skipMiddlewares": true}},
+	})
+}
+
+// recoveryPage connects one socket, reports each time it is connected
+// over WebSocket (the test then cuts its connections), and reports its
+// counts once it has reconnected %d times.
+const recoveryPage = `<!doctype html>
+<html><head><meta charset="utf-8"><title>caddy-socketio reconnect test</title></head>
+<body>
+<script src="/socket.io.min.js"></script>
+<script>
+"use strict";
+const CUTS = %d;
+const st = {phase: "", connects: 0, reconnects: 0, recovered: 0, missing: 0, duplicates: 0, received: 0};
+const report = (phase) => { st.phase = phase; fetch("/report", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(st)}); };
+window.addEventListener("error", (e) => fetch("/report", {method: "POST", body: JSON.stringify({fatal: String(e.message)})}));
+let last = 0;
+const socket = io({withCredentials: true, reconnectionDelay: 200, reconnectionDelayMax: 1000});
+const whenUpgraded = () => {
+  const e = socket.io.engine;
+  if (e.transport.name === "websocket") return report("upgraded");
+  e.once("upgrade", () => report("upgraded"));
+};
+socket.on("connect", () => {
+  st.connects++;
+  if (st.connects > 1) {
+    st.reconnects++;
+    if (socket.recovered) st.recovered++; else last = 0;
+  }
+  if (st.reconnects >= CUTS) return setTimeout(() => { report("done"); socket.close(); }, 1500);
+  whenUpgraded();
+});
+socket.on("seq", (n) => {
+  st.received++;
+  if (n === last + 1) last = n;
+  else if (n <= last) st.duplicates++;
+  else { st.missing += n - last - 1; last = n; }
+});
+</script>
+</body></html>
+`
