@@ -34,7 +34,8 @@ func TestTokens(t *testing.T) {
 	if strings.Contains(tok, "10.0.0.1") || !Valid(tok) {
 		t.Fatalf("token %q: reveals the address or is not valid", tok)
 	}
-	if New("").Token("x:1") != New("").Token("x:1") {
+	first, second := New(""), New("")
+	if first.Token("x:1") != second.Token("x:1") {
 		t.Fatal("the process key changes between Hints: reloads would break hints")
 	}
 }
