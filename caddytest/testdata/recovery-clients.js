@@ -23,15 +23,24 @@
 // recovered, notRecovered, missing, duplicates, received, firstNodes:{node:n},
 // rounds, errors:{...}}.
 //
+// --until-stdin-ends (with --rounds 0): cut nothing; print {"event":"ready"} once
+// every client is connected, and end when stdin closes (the test restarts nodes
+// meanwhile). --polling-share F: that fraction of the clients stays on polling.
+// The result then also lists each client's nodes, in the order it was on them.
+//
 // Usage: node recovery-clients.js --url http://127.0.0.1:9080 --count 100
 //        [--rounds 3] [--carry-cookie] [--local-address 127.0.0.1]
+//        [--polling-share 0.5] [--until-stdin-ends]
 //        [--settle-ms 1500] [--watchdog-ms 120000]
 "use strict";
 
 const http = require("http");
 const { Manager } = require("socket.io-client");
 
-const args = { url: null, count: 100, rounds: 3, "carry-cookie": false, "local-address": null, "settle-ms": 1500, "watchdog-ms": 120000 };
+const args = {
+  url: null, count: 100, rounds: 3, "carry-cookie": false, "local-address": null, "settle-ms": 1500,
+  "watchdog-ms": 120000, "polling-share": 0, "until-stdin-ends": false,
+};
 for (let i = 2; i < process.argv.length; i++) {
   const k = process.argv[i].replace(/^--/, "");
   if (!(k in args)) fail(`unknown option --${k}`);
@@ -70,7 +79,7 @@ for (let i = 0; i < args.count; i++) {
   if (args["local-address"]) agentOpts.localAddress = args["local-address"];
   const opts = {
     withCredentials: true,
-    transports: ["polling", "websocket"],
+    transports: i < Math.round(args.count * args["polling-share"]) ? ["polling"] : ["polling", "websocket"],
     reconnectionDelay: 100,
     reconnectionDelayMax: 1000,
     timeout: 10000,
@@ -79,11 +88,12 @@ for (let i = 0; i < args.count; i++) {
   if (args["local-address"]) opts.localAddress = args["local-address"];
   const manager = new Manager(args.url, Object.assign(opts, { autoConnect: false }));
   if (args["carry-cookie"]) carryCookies(manager);
-  const c = { manager, socket: null, last: 0, connects: 0, node: null };
+  const c = { manager, socket: null, last: 0, connects: 0, node: null, nodes: [], polling: opts.transports.length === 1 };
   c.socket = manager.socket("/");
   c.socket.on("hello", (msg) => {
     if (c.node === null) inc(firstNodes, msg.node);
     c.node = msg.node;
+    c.nodes.push(msg.node);
   });
   c.socket.on("connect", () => {
     c.connects++;
@@ -111,6 +121,7 @@ for (let i = 0; i < args.count; i++) {
 }
 
 function upgraded(c) {
+  if (c.polling) return c.socket.connected;
   const e = c.manager.engine;
   return c.socket.connected && e && e.transport && e.transport.name === "websocket" && e.transport.ws;
 }
@@ -143,6 +154,15 @@ const watchdog = setTimeout(() => fail("watchdog: the run took too long"), args[
     for (const c of clients) cut(c);
     await new Promise((r) => setTimeout(r, 200));
   }
+  if (args["until-stdin-ends"]) {
+    await waitFor(() => clients.every(upgraded), 60000);
+    process.stdout.write(JSON.stringify({ event: "ready", connected: clients.filter((c) => c.socket.connected).length }) + "\n");
+    await new Promise((resolve) => {
+      process.stdin.on("end", resolve);
+      process.stdin.on("error", resolve);
+      process.stdin.resume();
+    });
+  }
   await waitFor(() => clients.every((c) => c.socket.connected), 30000);
   // the numbers sent while away come with the recovery; let them arrive
   await new Promise((r) => setTimeout(r, args["settle-ms"]));
@@ -150,7 +170,11 @@ const watchdog = setTimeout(() => fail("watchdog: the run took too long"), args[
   for (const c of clients) c.socket.disconnect();
   clearTimeout(watchdog);
   process.stdout.write(
-    JSON.stringify(Object.assign({ event: "result", clients: clients.length, connectedAtEnd, rounds, firstNodes }, counters)) + "\n",
+    JSON.stringify(
+      Object.assign({ event: "result", clients: clients.length, connectedAtEnd, rounds, firstNodes }, counters, {
+        perClient: args["until-stdin-ends"] ? clients.map((c) => ({ nodes: c.nodes, polling: c.polling })) : undefined,
+      }),
+    ) + "\n",
   );
   process.exit(0);
 })();

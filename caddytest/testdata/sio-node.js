@@ -23,6 +23,10 @@
 //              stream runs from the socket's first connection until it is closed
 //              on purpose or can no longer be recovered; a recovered socket goes
 //              on with its stream (on the node that holds it).
+//   SIO_REDIS_URL (optional, socket.io 4 only) use @socket.io/redis-streams-adapter
+//              on the Redis at this URL (redis://127.0.0.1:6379), so that any node
+//              can recover any session (connectionStateRecovery); the numbered
+//              stream of SIO_STREAM_MS then continues on the node that recovers it.
 //   SIO_SID_MODE (optional) how engine.io session ids are minted:
 //              "random" (default, engine.io's own base64id),
 //              "sequential" ("1", "2", "3", ... per process: different nodes mint
@@ -282,6 +286,7 @@ const httpServer = http.createServer((req, res) => {
 });
 
 const io = createServer(httpServer, options);
+const redisClient = process.env.SIO_REDIS_URL && !V2 ? require("redis").createClient({ url: process.env.SIO_REDIS_URL }) : null;
 
 if (sidPrefix !== null) {
   // engine.io 3 and 6 both mint ids with `this.generateId(req)` (engine.io 6 also
@@ -479,10 +484,17 @@ function streamFor(socket) {
   let st = streams.get(socket.id);
   if (st) {
     clearTimeout(st.expiry);
+    st.socket = socket;
     return;
   }
-  st = { n: 0, expiry: null };
-  st.timer = setInterval(() => io.to(socket.id).emit("seq", ++st.n), STREAM_MS);
+  // a session recovered from another node (SIO_REDIS_URL) goes on from the
+  // number its data was saved with
+  st = { n: Number(socket.data.seq) || 0, expiry: null, socket };
+  st.timer = setInterval(() => {
+    st.n++;
+    st.socket.data.seq = st.n;
+    io.to(socket.id).emit("seq", st.n);
+  }, STREAM_MS);
   streams.set(socket.id, st);
 }
 function endStream(id, reason) {
@@ -492,7 +504,8 @@ function endStream(id, reason) {
     clearInterval(st.timer);
     streams.delete(id);
   };
-  if (reason === "client namespace disconnect" || reason === "server namespace disconnect") return stop();
+  // with a shared adapter, the node that recovers the session goes on
+  if (reason === "client namespace disconnect" || reason === "server namespace disconnect" || redisClient) return stop();
   const csr = options.connectionStateRecovery;
   const keep = csr ? (csr.maxDisconnectionDuration || 120000) : 0;
   st.expiry = setTimeout(stop, keep);
@@ -528,12 +541,23 @@ io.on("connection", (socket) => {
 // ---------------------------------------------------------------------------
 let boundPort = PORT;
 httpServer.on("error", (err) => fatal(`listen ${HOST}:${PORT}: ${err.message}`));
-httpServer.listen(PORT, HOST, () => {
-  boundPort = httpServer.address().port;
-  process.stdout.write(
-    JSON.stringify({ event: "listening", node: NODE_NAME, port: boundPort }) + "\n"
-  );
-});
+function listen() {
+  httpServer.listen(PORT, HOST, () => {
+    boundPort = httpServer.address().port;
+    process.stdout.write(
+      JSON.stringify({ event: "listening", node: NODE_NAME, port: boundPort }) + "\n"
+    );
+  });
+}
+if (redisClient) {
+  redisClient.on("error", (err) => process.stderr.write(`sio-node: redis: ${err.message}\n`));
+  redisClient.connect().then(() => {
+    io.adapter(require("@socket.io/redis-streams-adapter").createAdapter(redisClient));
+    listen();
+  }, (err) => fatal(`redis ${process.env.SIO_REDIS_URL}: ${err.message}`));
+} else {
+  listen();
+}
 
 let shuttingDown = false;
 function shutdown() {
@@ -541,7 +565,9 @@ function shutdown() {
   shuttingDown = true;
   // Never hang on shutdown (long-polls / keep-alive connections).
   setTimeout(() => process.exit(0), 1000).unref();
-  io.close(() => process.exit(0));
+  // with a shared adapter, the sessions io.close() ends are saved in Redis
+  // for their recovery elsewhere: give those writes a moment
+  io.close(() => (redisClient ? setTimeout(() => process.exit(0), 500) : process.exit(0)));
   // io.close() disconnects every session; then drop any leftover idle/keep-alive
   // HTTP connections so httpServer.close() can complete.
   setTimeout(() => {
