@@ -1,0 +1,208 @@
+package redis
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+	"go.uber.org/zap"
+)
+
+// probeInterval is how often Maintain PINGs Redis (or tries to connect
+// to it).
+var probeInterval = time.Second
+
+// refreshBatch is how many pins one pipelined refresh sends.
+const refreshBatch = 512
+
+// sharedCounters count what the store asked Redis, for tests and
+// operators.
+type sharedCounters struct {
+	remoteLookups, remoteHits, remotePins, refreshed, dropsShared, dropsLost, ignored, outages atomic.Uint64
+}
+
+// Counters is a snapshot of the Redis store's own counters.
+type Counters struct {
+	// RemoteLookups counts lookups of sids unknown locally that went to
+	// Redis; RemoteHits those that found a pin.
+	RemoteLookups, RemoteHits uint64
+	// RemotePins counts pins written to Redis.
+	RemotePins uint64
+	// Refreshed counts pins whose Redis TTL was extended.
+	Refreshed uint64
+	// DropsShared counts tombstones written to Redis; DropsLost those
+	// not written because the queue was full.
+	DropsShared, DropsLost uint64
+	// Ignored counts values read from Redis and not followed.
+	Ignored uint64
+	// Outages counts the times Redis was found unreachable.
+	Outages uint64
+}
+
+// Counters returns the store's Redis counters.
+func (s *Store) Counters() Counters {
+	c := &s.stats
+	return Counters{
+		RemoteLookups: c.remoteLookups.Load(), RemoteHits: c.remoteHits.Load(), RemotePins: c.remotePins.Load(),
+		Refreshed: c.refreshed.Load(), DropsShared: c.dropsShared.Load(), DropsLost: c.dropsLost.Load(),
+		Ignored: c.ignored.Load(), Outages: c.outages.Load(),
+	}
+}
+
+// fail records that Redis did not answer: requests stop asking it until
+// a probe gets an answer.
+func (s *Store) fail(err error) {
+	if s.up.CompareAndSwap(true, false) {
+		s.stats.outages.Add(1)
+		s.logger.Warn("Redis unreachable; pins are local to this instance and new sessions are placed by client-IP hash until it answers",
+			zap.Strings("address", s.cfg.Addresses), zap.Error(err))
+	}
+}
+
+// recover records that Redis answered again.
+func (s *Store) recover() {
+	if s.up.CompareAndSwap(false, true) {
+		s.logger.Info("Redis reachable; pins are shared", zap.Strings("address", s.cfg.Addresses))
+	}
+}
+
+// Maintain runs the store's background work until stop is closed: the
+// local layer's clock and sweeps, the connection to Redis and its probes,
+// the TTL refreshes and the tombstones.
+func (s *Store) Maintain(stop <-chan struct{}) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		s.local.Maintain(stop)
+	}()
+	go func() {
+		defer wg.Done()
+		s.shareDrops(stop)
+	}()
+	defer wg.Wait()
+	defer func() {
+		if c := s.client.Load(); c != nil {
+			(*c).Close()
+		}
+	}()
+
+	probe := time.NewTicker(probeInterval)
+	defer probe.Stop()
+	var since uint32 // local clock reading of the last refresh
+	lastRefresh := time.Now()
+	warned := false
+	for {
+		switch c := s.client.Load(); {
+		case c == nil:
+			if err := s.connect(); err != nil {
+				if !warned {
+					warned = true
+					s.logger.Warn("Redis unreachable; pins are local to this instance and new sessions are placed by client-IP hash until it answers",
+						zap.Strings("address", s.cfg.Addresses), zap.Error(err))
+				}
+			}
+		default:
+			// a PING a second, up or down: an outage shows here even
+			// when no request meets it, and so does the recovery
+			ctx, cancel := context.WithTimeout(context.Background(), max(s.timeout, 250*time.Millisecond))
+			err := (*c).Do(ctx, (*c).B().Ping().Build()).Error()
+			cancel()
+			if err == nil {
+				s.recover()
+			} else {
+				s.fail(err)
+			}
+		}
+		if period := time.Duration(s.ttlMillis.Load()) * time.Millisecond / 3; s.up.Load() && time.Since(lastRefresh) >= period {
+			now := s.local.Clock()
+			if s.refresh(since, stop) {
+				since, lastRefresh = now, time.Now()
+			}
+		}
+		select {
+		case <-stop:
+			return
+		case <-probe.C:
+		}
+	}
+}
+
+// connect makes the client. rueidis dials when the client is made, so
+// this is where an unreachable Redis at start shows.
+func (s *Store) connect() error {
+	c, err := rueidis.NewClient(s.opt)
+	if err != nil {
+		return err
+	}
+	s.client.Store(&c)
+	s.up.Store(true)
+	s.logger.Info("Redis reachable; pins are shared", zap.Strings("address", s.cfg.Addresses))
+	return nil
+}
+
+// refresh extends, in Redis, the TTL of every pin used locally at or
+// after clock reading since, and puts back those Redis lost. It reports
+// whether it finished.
+func (s *Store) refresh(since uint32, stop <-chan struct{}) bool {
+	var pins []owned
+	s.local.Used(since, func(sid, dial string, client uint64) {
+		pins = append(pins, owned{sid: sid, dial: dial, client: client})
+	})
+	for len(pins) > 0 {
+		c := s.redis()
+		if c == nil {
+			return false
+		}
+		select {
+		case <-stop:
+			return false
+		default:
+		}
+		batch := pins[:min(len(pins), refreshBatch)]
+		pins = pins[len(batch):]
+		execs := make([]rueidis.LuaExec, 0, len(batch))
+		for _, p := range batch {
+			if validDial(p.dial) {
+				execs = append(execs, rueidis.LuaExec{Keys: []string{s.key(p.sid)}, Args: s.args("touch", p.dial, p.client)})
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), max(10*s.timeout, time.Second))
+		results := script.ExecMulti(ctx, c, execs...)
+		cancel()
+		for _, r := range results {
+			if err := r.Error(); err != nil && !isRedisErr(err) {
+				s.fail(err)
+				return false
+			}
+		}
+		s.stats.refreshed.Add(uint64(len(execs)))
+	}
+	return true
+}
+
+// shareDrops writes queued tombstones to Redis until stop is closed.
+func (s *Store) shareDrops(stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case p := <-s.drops:
+			c := s.redis()
+			if c == nil {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+			err := script.Exec(ctx, c, []string{s.key(p.sid)}, s.args("drop", p.dial, p.client)).Error()
+			cancel()
+			switch {
+			case err == nil:
+				s.stats.dropsShared.Add(1)
+			case !isRedisErr(err):
+				s.fail(err)
+			}
+		}
+	}
+}
