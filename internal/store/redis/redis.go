@@ -468,3 +468,9 @@ var (
 	_ store.Shared     = (*Store)(nil)
 	_ store.Maintainer = (*Store)(nil)
 )
+
+// Check reports whether c can be used; it connects to nothing.
+func (c Config) Check() error {
+	_, err := c.clientOption()
+	return err
+}
