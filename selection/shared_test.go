@@ -64,4 +64,3 @@ func TestWhileUnshared(t *testing.T) {
 		}
 	})
 }
-
