@@ -20,7 +20,9 @@ const refreshBatch = 512
 // sharedCounters count what the store asked Redis, for tests and
 // operators.
 type sharedCounters struct {
-	remoteLookups, remoteHits, remotePins, refreshed, dropsShared, dropsLost, ignored, outages atomic.Uint64
+	remoteLookups, remoteHits, remotePins, refreshed, dropsShared, writesLost, ignored, outages atomic.Uint64
+	// refreshNow asks Maintain to refresh at once (after an outage)
+	refreshNow atomic.Bool
 }
 
 // Counters is a snapshot of the Redis store's own counters.
@@ -32,9 +34,9 @@ type Counters struct {
 	RemotePins uint64
 	// Refreshed counts pins whose Redis TTL was extended.
 	Refreshed uint64
-	// DropsShared counts tombstones written to Redis; DropsLost those
-	// not written because the queue was full.
-	DropsShared, DropsLost uint64
+	// DropsShared counts tombstones written to Redis; WritesLost the
+	// tombstones and late pins not written because the queue was full.
+	DropsShared, WritesLost uint64
 	// Ignored counts values read from Redis and not followed.
 	Ignored uint64
 	// Outages counts the times Redis was found unreachable.
@@ -46,7 +48,7 @@ func (s *Store) Counters() Counters {
 	c := &s.stats
 	return Counters{
 		RemoteLookups: c.remoteLookups.Load(), RemoteHits: c.remoteHits.Load(), RemotePins: c.remotePins.Load(),
-		Refreshed: c.refreshed.Load(), DropsShared: c.dropsShared.Load(), DropsLost: c.dropsLost.Load(),
+		Refreshed: c.refreshed.Load(), DropsShared: c.dropsShared.Load(), WritesLost: c.writesLost.Load(),
 		Ignored: c.ignored.Load(), Outages: c.outages.Load(),
 	}
 }
@@ -64,6 +66,9 @@ func (s *Store) fail(err error) {
 // recover records that Redis answered again.
 func (s *Store) recover() {
 	if s.up.CompareAndSwap(false, true) {
+		// Redis may have lost pins (a restart) or missed some (made
+		// during the outage): refresh the pins in use now
+		s.stats.refreshNow.Store(true)
 		s.logger.Info("Redis reachable; pins are shared", zap.Strings("address", s.cfg.Addresses))
 	}
 }
@@ -80,7 +85,7 @@ func (s *Store) Maintain(stop <-chan struct{}) {
 	}()
 	go func() {
 		defer wg.Done()
-		s.shareDrops(stop)
+		s.write(stop)
 	}()
 	defer wg.Wait()
 	defer func() {
@@ -116,7 +121,8 @@ func (s *Store) Maintain(stop <-chan struct{}) {
 				s.fail(err)
 			}
 		}
-		if period := time.Duration(s.ttlMillis.Load()) * time.Millisecond / 3; s.up.Load() && time.Since(lastRefresh) >= period {
+		period := time.Duration(s.ttlMillis.Load()) * time.Millisecond / 3
+		if s.up.Load() && (time.Since(lastRefresh) >= period || s.stats.refreshNow.Swap(false)) {
 			now := s.local.Clock()
 			if s.refresh(since, stop) {
 				since, lastRefresh = now, time.Now()
@@ -183,23 +189,28 @@ func (s *Store) refresh(since uint32, stop <-chan struct{}) bool {
 	return true
 }
 
-// shareDrops writes queued tombstones to Redis until stop is closed.
-func (s *Store) shareDrops(stop <-chan struct{}) {
+// write runs the queued writes until stop is closed. A pin whose write
+// timed out is tried again even while Redis is counted down: a success
+// shows it is back.
+func (s *Store) write(stop <-chan struct{}) {
 	for {
 		select {
 		case <-stop:
 			return
-		case p := <-s.drops:
-			c := s.redis()
-			if c == nil {
+		case p := <-s.writes:
+			c := s.client.Load()
+			if c == nil || (p.mode == "drop" && !s.up.Load()) {
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
-			err := script.Exec(ctx, c, []string{s.key(p.sid)}, s.args("drop", p.dial, p.client)).Error()
+			ctx, cancel := context.WithTimeout(context.Background(), max(s.timeout, 250*time.Millisecond))
+			err := script.Exec(ctx, *c, []string{s.key(p.sid)}, s.args(p.mode, p.dial, p.client)).Error()
 			cancel()
 			switch {
-			case err == nil:
+			case err == nil && p.mode == "drop":
 				s.stats.dropsShared.Add(1)
+			case err == nil:
+				s.stats.remotePins.Add(1)
+				s.recover()
 			case !isRedisErr(err):
 				s.fail(err)
 			}

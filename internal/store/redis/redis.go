@@ -175,24 +175,28 @@ type Store struct {
 	mu       sync.Mutex
 	acquired map[string]int
 
-	drops chan owned
+	// writes waiting for the background writer: tombstones, and pins
+	// whose write timed out
+	writes chan owned
 
 	stats sharedCounters
 	// lastIgnored rate-limits the log line about ignored values
 	lastIgnored atomic.Int64
 }
 
-// owned names one pin in Redis.
+// owned names one pin in Redis, and what to write: "drop" or "touch".
 type owned struct {
 	sid, dial string
 	client    uint64
+	mode      string
 }
 
-// dropQueue bounds the tombstones waiting to be written; when Redis is
-// slower than the sessions end, the excess is not shared (each pin
-// expires anyway, and its owner answers "Session ID unknown" to every
-// instance).
-const dropQueue = 4096
+// writeQueue bounds the writes waiting for the background writer; when
+// Redis is slower than the sessions start and end, the excess is not
+// shared (a lost tombstone: the pin expires anyway, and its owner answers
+// "Session ID unknown" to every instance; a lost pin: the next refresh
+// writes it).
+const writeQueue = 4096
 
 // Open returns a store for cfg. It does no I/O: the store connects in
 // Maintain, which store.Acquire runs.
@@ -215,7 +219,7 @@ func Open(cfg Config, logger *zap.Logger) (*Store, error) {
 		timeout:  cfg.timeout(),
 		logger:   logger,
 		acquired: make(map[string]int),
-		drops:    make(chan owned, dropQueue),
+		writes:   make(chan owned, writeQueue),
 	}
 	s.ttlMillis.Store(store.DefaultTTL.Milliseconds())
 	return s, nil
@@ -336,7 +340,11 @@ func (s *Store) Pin(sid, dial string, client uint64) store.PinResult {
 		if isRedisErr(err) {
 			s.logger.Error("writing a pin to Redis failed; kept locally", zap.Error(err))
 		} else {
+			// the handshake was placed by the fallback, and the other
+			// instances hash the client's address until they find the
+			// pin: write it as soon as Redis takes it
 			s.fail(err)
+			s.queue(owned{sid: sid, dial: dial, client: client, mode: "touch"}, true)
 		}
 		return s.local.Pin(sid, dial, client)
 	}
@@ -374,7 +382,7 @@ func (s *Store) Drop(o store.Owner) bool {
 	if !s.local.Drop(o) {
 		return false
 	}
-	s.share(owned{sid: memory.SID(o), dial: o.Dial, client: o.Client})
+	s.queue(owned{sid: memory.SID(o), dial: o.Dial, client: o.Client, mode: "drop"}, false)
 	return true
 }
 
@@ -389,16 +397,16 @@ func (s *Store) DropDial(sid, dial string) bool {
 	return false
 }
 
-// share queues a tombstone for Redis, unless Redis is down or the queue
-// is full.
-func (s *Store) share(p owned) {
-	if p.sid == "" || !s.up.Load() || !validDial(p.dial) {
+// queue hands a write to the background writer, unless Redis is down
+// (and evenIfDown is false) or the queue is full.
+func (s *Store) queue(p owned, evenIfDown bool) {
+	if p.sid == "" || (!evenIfDown && !s.up.Load()) || !validDial(p.dial) {
 		return
 	}
 	select {
-	case s.drops <- p:
+	case s.writes <- p:
 	default:
-		s.stats.dropsLost.Add(1)
+		s.stats.writesLost.Add(1)
 	}
 }
 
