@@ -1,0 +1,192 @@
+package caddytest
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	caddytester "github.com/caddyserver/caddy/v2/caddytest"
+
+	"github.com/caddy-socketio/caddy-socketio/internal/store/redis/redistest"
+)
+
+// TestSharedStore runs two Caddy instances (this test's own and a second
+// process built from the working tree) behind a front that sends every
+// request to the next instance in turn, three socket.io@4 nodes, and
+// `fallback least_conn`: a session's handshake goes through one instance
+// and its next request through the other.
+//
+//   - memory store (the control): the second instance does not know the
+//     session and hashes the client's address to some node, which answers
+//     "Session ID unknown";
+//   - Redis store: every session works, and the second instance found the
+//     pins in Redis;
+//   - Redis killed under live sessions: none breaks, new sessions connect
+//     (placed by client-IP hash, which both instances compute alike), and
+//     after Redis is back new sessions are placed by the fallback again.
+func TestSharedStore(t *testing.T) {
+	requireNode(t)
+	redisSrv := redistest.Start(t, "")
+	nodes := startCluster(t, 3, crowdedPing)
+	tester := caddytester.NewTester(t)
+
+	memory := func(admin, http int) string { return instanceCaddyfile(admin, http, nodes, "") }
+	shared := func(admin, http int) string {
+		return instanceCaddyfile(admin, http, nodes, redisOption(redisSrv.Addr))
+	}
+	loadConfig(t, tester, memory(adminPort, httpPort))
+	b := startCaddyProcess(t, "instance-b", memory)
+	front := startFront(t, siteAddr, b.Addr())
+
+	const clients = 30
+	flags := func(addrRange string, extra ...string) []string {
+		return append([]string{"--url", front.URL, "--count", fmt.Sprint(clients), "--local-address-range", addrRange,
+			"--connect-timeout-ms", "5000"}, extra...)
+	}
+
+	t.Run("memory store breaks sessions", func(t *testing.T) {
+		before := statsOf(t, nodes)
+		res := runClients(t, flags("127.6.0.1-127.6.0.250", "--expect-upgrade")...)
+		settle(t, nodes, 5*time.Second)
+		after := statsOf(t, nodes)
+		unknown := after.UnknownSID - before.UnknownSID
+		t.Logf("memory: connected %d, upgraded %d of %d; \"Session ID unknown\": %d; front: %v",
+			res.Connected, res.Upgraded, clients, unknown, front.Served())
+		if unknown == 0 {
+			t.Error("no node answered \"Session ID unknown\" with a memory store per instance")
+		}
+		if res.Connected == clients && res.Upgraded == clients {
+			t.Error("every client connected and upgraded with a memory store per instance")
+		}
+	})
+
+	loadConfig(t, tester, shared(adminPort, httpPort))
+	loadCaddyfileInto(t, b.AdminPort, shared(b.AdminPort, b.HTTPPort))
+	waitShared(t, "both instances reach Redis", b, true)
+
+	tests := []struct {
+		name, transports, addrs string
+		upgrade                 bool
+	}{
+		{name: "redis store/polling and websocket", transports: "polling,websocket", addrs: "127.6.1.1-127.6.1.250", upgrade: true},
+		{name: "redis store/polling only", transports: "polling", addrs: "127.6.2.1-127.6.2.250"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			beforeB := b.Sessions(t).Shared
+			before := statsOf(t, nodes)
+			extra := []string{"--transports", tt.transports, "--hold-ms", "3000", "--echo-interval-ms", "500"}
+			if tt.upgrade {
+				extra = append(extra, "--expect-upgrade")
+			}
+			res := runClients(t, flags(tt.addrs, extra...)...)
+			settle(t, nodes, 5*time.Second)
+			after := statsOf(t, nodes)
+			checkSessionsWorked(t, res, clients, tt.upgrade)
+			checkNoMisroutedRequests(t, tt.name, before, after)
+			afterB := b.Sessions(t).Shared
+			hits := afterB.RemoteHits - beforeB.RemoteHits
+			t.Logf("per node %v; instance B found %d pins in Redis (%d lookups); front %v",
+				res.PerNode, hits, afterB.RemoteLookups-beforeB.RemoteLookups, front.Served())
+			if hits == 0 {
+				t.Error("instance B found no pin in Redis: the sessions did not cross instances")
+			}
+		})
+	}
+
+	t.Run("redis killed under live sessions", func(t *testing.T) {
+		before := statsOf(t, nodes)
+		held := startClients(t, "--url", front.URL, "--count", "60", "--local-address-range", "127.6.3.1-127.6.3.250",
+			"--transports", "polling", "--hold-ms", "12000", "--echo-interval-ms", "500", "--connect-timeout-ms", "5000")
+		if r := held.Ready(); r.Connected != 60 {
+			t.Fatalf("connected %d of 60 before the outage", r.Connected)
+		}
+		time.Sleep(2 * time.Second) // every session meets both instances
+		redisSrv.Stop()
+		waitShared(t, "both instances notice the outage", b, false)
+
+		// during the outage new sessions connect, placed by client-IP
+		// hash: clients behind one address all land on one node
+		during := runClients(t, "--url", front.URL, "--count", "20", "--local-address", "127.6.4.1",
+			"--expect-upgrade", "--connect-timeout-ms", "5000")
+		checkSessionsWorked(t, during, 20, true)
+		if len(during.PerNode) != 1 {
+			t.Errorf("during the outage one address's sessions went to %v: want one node (client-IP hash)", during.PerNode)
+		}
+
+		redisSrv.Restart()
+		waitShared(t, "both instances reach Redis again", b, true)
+		res := held.Result()
+		if res.DisconnectsDuringHold.Count != 0 || res.EchoFailed != 0 || res.AliveAtEnd != 60 {
+			t.Errorf("sessions broken by the outage: %d disconnects %v, echo failed %d, alive at end %d of 60",
+				res.DisconnectsDuringHold.Count, res.DisconnectsDuringHold.Reasons, res.EchoFailed, res.AliveAtEnd)
+		}
+
+		// back to the fallback: least_conn spreads one address's sessions
+		back := runClients(t, "--url", front.URL, "--count", "20", "--local-address", "127.6.5.1",
+			"--expect-upgrade", "--connect-timeout-ms", "5000")
+		checkSessionsWorked(t, back, 20, true)
+		if len(back.PerNode) < 2 {
+			t.Errorf("after the outage one address's sessions went to %v: want them spread (least_conn)", back.PerNode)
+		}
+		settle(t, nodes, 5*time.Second)
+		checkNoMisroutedRequests(t, "outage", before, statsOf(t, nodes))
+		t.Logf("held sessions: %d echo ok; during: %v; after: %v; B: %+v", res.EchoOK, during.PerNode, back.PerNode, *b.Sessions(t).Shared)
+	})
+}
+
+// checkSessionsWorked fails the test unless every client connected (and
+// upgraded, if upgrade) and no session broke during the hold.
+func checkSessionsWorked(t testing.TB, res clientResult, clients int, upgrade bool) {
+	t.Helper()
+	if res.Connected != clients {
+		t.Errorf("connected %d of %d clients; errors: %+v", res.Connected, clients, res.ConnectErrors)
+	}
+	if upgrade && res.Upgraded != clients {
+		t.Errorf("upgraded %d of %d clients; errors: %+v", res.Upgraded, clients, res.UpgradeErrors)
+	}
+	if res.DisconnectsDuringHold.Count != 0 || res.EchoFailed != 0 {
+		t.Errorf("%d sessions dropped during the hold (%v); %d echoes failed",
+			res.DisconnectsDuringHold.Count, res.DisconnectsDuringHold.Reasons, res.EchoFailed)
+	}
+}
+
+// waitShared waits until both the test's Caddy and p report the shared
+// store reachable (or not).
+func waitShared(t testing.TB, what string, p *caddyProcess, reachable bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		a, b := sessionsAt(t, adminPort), p.Sessions(t)
+		if a.Shared != nil && b.Shared != nil && a.Shared.Reachable == reachable && b.Shared.Reachable == reachable {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s: this instance %+v, %s %+v", what, a.Shared, p.Name, b.Shared)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// loadCaddyfileInto loads a Caddyfile into the Caddy whose admin API
+// listens on adminPort.
+func loadCaddyfileInto(t testing.TB, adminPort int, caddyfile string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, fmt.Sprintf("http://localhost:%d/load", adminPort), strings.NewReader(caddyfile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "text/caddyfile")
+	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		t.Fatalf("load: %s: %s", resp.Status, body)
+	}
+}
