@@ -145,6 +145,17 @@ func (p *caddyProcess) Stop() {
 	p.cmd = nil
 }
 
+// Load makes caddyfile the process's configuration: loaded now through
+// its admin API, and the one it starts with from now on.
+func (p *caddyProcess) Load(caddyfile string) {
+	p.t.Helper()
+	p.config = caddyfile
+	if err := os.WriteFile(filepath.Join(p.dir, "Caddyfile"), []byte(caddyfile), 0o600); err != nil {
+		p.t.Fatal(err)
+	}
+	loadCaddyfileInto(p.t, p.AdminPort, caddyfile)
+}
+
 // Log returns what the process logged so far.
 func (p *caddyProcess) Log() string {
 	p.logMu.Lock()
@@ -211,18 +222,26 @@ type roundRobinFront struct {
 	next     atomic.Uint64
 	backends []*url.URL
 	served   []atomic.Int64
+	drained  []atomic.Bool
 	srv      *http.Server
 }
 
+// Drain stops (or, with false, resumes) sending requests to backend i, as
+// a load balancer does with an instance being restarted.
+func (f *roundRobinFront) Drain(i int, drained bool) { f.drained[i].Store(drained) }
+
 func startFront(t testing.TB, backends ...string) *roundRobinFront {
 	t.Helper()
-	f := &roundRobinFront{served: make([]atomic.Int64, len(backends))}
+	f := &roundRobinFront{served: make([]atomic.Int64, len(backends)), drained: make([]atomic.Bool, len(backends))}
 	for _, b := range backends {
 		f.backends = append(f.backends, &url.URL{Scheme: "http", Host: b})
 	}
 	proxy := &httputil.ReverseProxy{
 		Director: func(r *http.Request) {
 			i := int(f.next.Add(1)-1) % len(f.backends)
+			for k := 0; k < len(f.backends) && f.drained[i].Load(); k++ {
+				i = (i + 1) % len(f.backends)
+			}
 			f.served[i].Add(1)
 			r.URL.Scheme, r.URL.Host = f.backends[i].Scheme, f.backends[i].Host
 		},

@@ -24,6 +24,8 @@ import (
 //     "Session ID unknown";
 //   - Redis store: every session works, and the second instance found the
 //     pins in Redis;
+//   - the second instance restarted (drained, stopped, started) under live
+//     sessions: none breaks, and it reads their pins from Redis;
 //   - Redis killed under live sessions: none breaks, new sessions connect
 //     (placed by client-IP hash, which both instances compute alike), and
 //     after Redis is back new sessions are placed by the fallback again.
@@ -64,7 +66,7 @@ func TestSharedStore(t *testing.T) {
 	})
 
 	loadConfig(t, tester, shared(adminPort, httpPort))
-	loadCaddyfileInto(t, b.AdminPort, shared(b.AdminPort, b.HTTPPort))
+	b.Load(shared(b.AdminPort, b.HTTPPort))
 	waitShared(t, "both instances reach Redis", b, true)
 
 	tests := []struct {
@@ -96,6 +98,34 @@ func TestSharedStore(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("instance restarted under live sessions", func(t *testing.T) {
+		before := statsOf(t, nodes)
+		held := startClients(t, "--url", front.URL, "--count", "40", "--local-address-range", "127.6.6.1-127.6.6.250",
+			"--transports", "polling", "--hold-ms", "10000", "--echo-interval-ms", "500", "--connect-timeout-ms", "5000")
+		if r := held.Ready(); r.Connected != 40 {
+			t.Fatalf("connected %d of 40 before the restart", r.Connected)
+		}
+		// a deploy: the balancer drains the instance, it stops
+		// gracefully, starts with empty memory, and takes traffic again
+		front.Drain(1, true)
+		b.Stop()
+		b.Start()
+		waitShared(t, "the restarted instance reaches Redis", b, true)
+		front.Drain(1, false)
+		res := held.Result()
+		if res.DisconnectsDuringHold.Count != 0 || res.EchoFailed != 0 || res.AliveAtEnd != 40 {
+			t.Errorf("sessions broken by the restart: %d disconnects %v, echo failed %d, alive at end %d of 40",
+				res.DisconnectsDuringHold.Count, res.DisconnectsDuringHold.Reasons, res.EchoFailed, res.AliveAtEnd)
+		}
+		settle(t, nodes, 5*time.Second)
+		checkNoMisroutedRequests(t, "restart", before, statsOf(t, nodes))
+		shared := b.Sessions(t).Shared
+		t.Logf("the restarted instance found %d pins in Redis; front %v", shared.RemoteHits, front.Served())
+		if shared.RemoteHits == 0 {
+			t.Error("the restarted instance found no pin in Redis")
+		}
+	})
 
 	t.Run("redis killed under live sessions", func(t *testing.T) {
 		before := statsOf(t, nodes)

@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,13 +54,48 @@ func (s *Store) Counters() Counters {
 	}
 }
 
-// fail records that Redis did not answer: requests stop asking it until
-// a probe gets an answer.
+// timeoutsDown is how many requests in a row must time out before Redis
+// is counted down. A single slow answer (a stalled machine, a fork for a
+// snapshot) must not switch every instance to client-IP hashing: a PING
+// is sent at once instead, and a failed PING counts Redis down. An error
+// that is not a timeout (connection refused, reset) counts it down at
+// once.
+const timeoutsDown = 3
+
+// fail records that Redis did not answer a request (err): see
+// timeoutsDown.
 func (s *Store) fail(err error) {
+	if errors.Is(err, context.DeadlineExceeded) && s.timeouts.Add(1) < timeoutsDown {
+		s.probeSoon()
+		return
+	}
+	s.down(err)
+}
+
+// down counts Redis down: requests stop asking it until a probe gets an
+// answer.
+func (s *Store) down(err error) {
+	s.timeouts.Store(0)
 	if s.up.CompareAndSwap(true, false) {
 		s.stats.outages.Add(1)
 		s.logger.Warn("Redis unreachable; pins are local to this instance and new sessions are placed by client-IP hash until it answers",
 			zap.Strings("address", s.cfg.Addresses), zap.Error(err))
+	}
+	s.probeSoon()
+}
+
+// answered records that Redis answered a request.
+func (s *Store) answered() {
+	if s.timeouts.Load() != 0 {
+		s.timeouts.Store(0)
+	}
+}
+
+// probeSoon asks Maintain to PING Redis now rather than at its next tick.
+func (s *Store) probeSoon() {
+	select {
+	case s.probeNow <- struct{}{}:
+	default:
 	}
 }
 
@@ -116,9 +152,10 @@ func (s *Store) Maintain(stop <-chan struct{}) {
 			err := (*c).Do(ctx, (*c).B().Ping().Build()).Error()
 			cancel()
 			if err == nil {
+				s.answered()
 				s.recover()
 			} else {
-				s.fail(err)
+				s.down(err)
 			}
 		}
 		period := time.Duration(s.ttlMillis.Load()) * time.Millisecond / 3
@@ -132,6 +169,13 @@ func (s *Store) Maintain(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-probe.C:
+		case <-s.probeNow:
+			// at most one early probe per 100ms
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
 	}
 }

@@ -19,9 +19,10 @@
 //     request.
 //   - Drop writes the tombstone to Redis in the background.
 //
-// When Redis does not answer within the timeout, the store counts it down
-// and stops asking (no request waits at all) until a background PING gets
-// an answer; one log line marks each change. While it is down each
+// When Redis refuses connections, or three requests in a row time out, or
+// a PING (sent once a second, and at once after a timeout) fails, the
+// store counts it down and stops asking (no request waits at all) until a
+// PING gets an answer; one log line marks each change. While it is down each
 // instance knows only its own pins, and store.Shared tells the policy to
 // place new sessions by client-IP hash, which every instance computes
 // alike.
@@ -168,6 +169,10 @@ type Store struct {
 	// is known to be unreachable (see health.go)
 	client atomic.Pointer[rueidis.Client]
 	up     atomic.Bool
+	// timeouts counts the requests in a row that timed out; probeNow
+	// wakes Maintain for a PING
+	timeouts atomic.Int32
+	probeNow chan struct{}
 
 	ttlMillis atomic.Int64
 
@@ -220,6 +225,7 @@ func Open(cfg Config, logger *zap.Logger) (*Store, error) {
 		logger:   logger,
 		acquired: make(map[string]int),
 		writes:   make(chan owned, writeQueue),
+		probeNow: make(chan struct{}, 1),
 	}
 	s.ttlMillis.Store(store.DefaultTTL.Milliseconds())
 	return s, nil
@@ -262,6 +268,9 @@ func (s *Store) Lookup(sid string, dst []store.Owner) []store.Owner {
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	v, err := c.Do(ctx, c.B().Get().Key(s.key(sid)).Build()).ToString()
 	cancel()
+	if err == nil || rueidis.IsRedisNil(err) || isRedisErr(err) {
+		s.answered()
+	}
 	switch {
 	case rueidis.IsRedisNil(err):
 		return dst
@@ -348,6 +357,7 @@ func (s *Store) Pin(sid, dial string, client uint64) store.PinResult {
 		}
 		return s.local.Pin(sid, dial, client)
 	}
+	s.answered()
 	s.stats.remotePins.Add(1)
 	code, err1 := res[0].AsInt64()
 	value, err2 := res[1].ToString()

@@ -362,3 +362,45 @@ func TestPassword(t *testing.T) {
 		}
 	})
 }
+
+func TestStall(t *testing.T) {
+	srv := redistest.Start(t, "")
+	cfg := Config{Addresses: []string{srv.Addr}, Timeout: 50 * time.Millisecond}
+	a, b := connected(t, cfg), connected(t, cfg)
+
+	t.Run("ok/one slow answer is no outage", func(t *testing.T) {
+		if _, err := srv.Do("CLIENT", "PAUSE", "300"); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		a.Pin("stalled", dials[0], 1)
+		if d := time.Since(start); d > 150*time.Millisecond {
+			t.Fatalf("Pin waited %v (timeout 50ms)", d)
+		}
+		if !a.Reachable() {
+			t.Fatal("one timeout counted Redis down")
+		}
+		// the write was sent, or is sent again in the background:
+		// once Redis answers, the other instance finds the pin
+		waitFor(t, "the stalled pin in Redis", func() bool {
+			owners := lookup(b, "stalled")
+			return len(owners) == 1 && owners[0].Dial == dials[0]
+		})
+	})
+	t.Run("ok/timeouts in a row are an outage", func(t *testing.T) {
+		if _, err := srv.Do("CLIENT", "PAUSE", "1500"); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		for i := range timeoutsDown + 5 {
+			lookup(a, "slow-"+string(rune('a'+i)))
+		}
+		if d := time.Since(start); d > timeoutsDown*100*time.Millisecond {
+			t.Fatalf("%d lookups took %v: more than %d waited", timeoutsDown+5, d, timeoutsDown)
+		}
+		if a.Reachable() {
+			t.Fatal("Redis not counted down")
+		}
+		waitFor(t, "recovery after the stall", a.Reachable)
+	})
+}
