@@ -109,6 +109,7 @@ func TestSharedStore(t *testing.T) {
 		// a deploy: the balancer drains the instance, it stops
 		// gracefully, starts with empty memory, and takes traffic again
 		front.Drain(1, true)
+		time.Sleep(500 * time.Millisecond) // the balancer's deregistration delay
 		b.Stop()
 		b.Start()
 		waitShared(t, "the restarted instance reaches Redis", b, true)
