@@ -237,17 +237,18 @@ func startFront(t testing.TB, backends ...string) *roundRobinFront {
 		f.backends = append(f.backends, &url.URL{Scheme: "http", Host: b})
 	}
 	proxy := &httputil.ReverseProxy{
-		Director: func(r *http.Request) {
+		Rewrite: func(pr *httputil.ProxyRequest) {
 			i := int(f.next.Add(1)-1) % len(f.backends)
 			for k := 0; k < len(f.backends) && f.drained[i].Load(); k++ {
 				i = (i + 1) % len(f.backends)
 			}
 			f.served[i].Add(1)
-			r.URL.Scheme, r.URL.Host = f.backends[i].Scheme, f.backends[i].Host
+			pr.SetURL(f.backends[i])
+			pr.Out.Host = pr.In.Host
+			pr.SetXForwarded()
 		},
 		Transport:     &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 30 * time.Second},
 		FlushInterval: -1,
-		ErrorLog:      nil,
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

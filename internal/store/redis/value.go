@@ -1,7 +1,6 @@
 package redis
 
 import (
-	"strconv"
 	"strings"
 
 	"github.com/caddy-socketio/caddy-socketio/internal/store"
@@ -89,8 +88,8 @@ func decode(v string) ([]owner, bool) {
 		if len(line) < 19 || line[17] != ' ' || (line[0] != 'L' && line[0] != 'G') {
 			return nil, false
 		}
-		client, err := strconv.ParseUint(line[1:17], 16, 64)
-		if err != nil {
+		client, ok := parseHex(line[1:17])
+		if !ok {
 			return nil, false
 		}
 		dial := line[18:]
@@ -100,6 +99,23 @@ func decode(v string) ([]owner, bool) {
 		owners = append(owners, owner{dial: dial, client: client, gone: line[0] == 'G'})
 	}
 	return owners, true
+}
+
+// parseHex parses 16 lower-case hex digits, as appendHex writes them.
+func parseHex(h string) (uint64, bool) {
+	var v uint64
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		switch {
+		case '0' <= c && c <= '9':
+			v = v<<4 | uint64(c-'0')
+		case 'a' <= c && c <= 'f':
+			v = v<<4 | uint64(c-'a'+10)
+		default:
+			return 0, false
+		}
+	}
+	return v, true
 }
 
 // validDial reports whether dial can stand in a value: printable ASCII
