@@ -221,3 +221,53 @@ func loadCaddyfileInto(t testing.TB, adminPort int, caddyfile string) {
 		t.Fatalf("load: %s: %s", resp.Status, body)
 	}
 }
+
+// TestSharedStorePassword connects to a Redis that requires a password,
+// given as an environment placeholder: the store reaches Redis, and the
+// password shows neither in the configuration the admin API serves nor in
+// its sessions report.
+func TestSharedStorePassword(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: not run with -short")
+	}
+	const secret = "caddy-socketio-test-secret"
+	redisSrv := redistest.Start(t, secret)
+	tester := caddytester.NewTester(t)
+	config := func(env string) string {
+		return proxyConfig{
+			GlobalEx: fmt.Sprintf("\tsocketio {\n\t\tstore redis {\n\t\t\taddress %s\n\t\t\tpassword {env.%s}\n\t\t}\n\t}\n", redisSrv.Addr, env),
+			Site:     "\tsocketio\n\treverse_proxy 127.0.0.1:9 {\n\t\tlb_policy socketio\n\t}",
+		}.Caddyfile()
+	}
+	t.Setenv("SOCKETIO_TEST_REDIS_PASSWORD", secret)
+	t.Setenv("SOCKETIO_TEST_REDIS_WRONG", secret+"x")
+
+	t.Run("ok/password from the environment", func(t *testing.T) {
+		loadConfig(t, tester, config("SOCKETIO_TEST_REDIS_PASSWORD"))
+		deadline := time.Now().Add(10 * time.Second)
+		for r := sessionsAt(t, adminPort); r.Shared == nil || !r.Shared.Reachable; r = sessionsAt(t, adminPort) {
+			if time.Now().After(deadline) {
+				t.Fatalf("Redis not reachable with the password: %+v", r.Shared)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		for _, path := range []string{"/config/", "/socketio/sessions"} {
+			resp, err := http.Get(fmt.Sprintf("http://localhost:%d%s", adminPort, path))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(body), secret) {
+				t.Errorf("%s shows the password: %s", path, body)
+			}
+		}
+	})
+	t.Run("fail/wrong password", func(t *testing.T) {
+		loadConfig(t, tester, config("SOCKETIO_TEST_REDIS_WRONG"))
+		time.Sleep(1500 * time.Millisecond)
+		if r := sessionsAt(t, adminPort); r.Shared == nil || r.Shared.Reachable {
+			t.Fatalf("Redis reachable with a wrong password: %+v", r.Shared)
+		}
+	})
+}
