@@ -79,7 +79,7 @@ func (s *Store) down(err error) {
 	if s.up.CompareAndSwap(true, false) {
 		s.stats.outages.Add(1)
 		s.logger.Warn("Redis unreachable; pins are local to this instance and new sessions are placed by client-IP hash until it answers",
-			zap.Strings("address", s.cfg.Addresses), zap.Error(err))
+			s.addressField(), zap.Error(err))
 	}
 	s.probeSoon()
 }
@@ -105,7 +105,7 @@ func (s *Store) recover() {
 		// Redis may have lost pins (a restart) or missed some (made
 		// during the outage): refresh the pins in use now
 		s.stats.refreshNow.Store(true)
-		s.logger.Info("Redis reachable; pins are shared", zap.Strings("address", s.cfg.Addresses))
+		s.logger.Info("Redis reachable; pins are shared", s.addressField())
 	}
 }
 
@@ -142,7 +142,7 @@ func (s *Store) Maintain(stop <-chan struct{}) {
 				if !warned {
 					warned = true
 					s.logger.Warn("Redis unreachable; pins are local to this instance and new sessions are placed by client-IP hash until it answers",
-						zap.Strings("address", s.cfg.Addresses), zap.Error(err))
+						s.addressField(), zap.Error(err))
 				}
 			}
 		default:
@@ -189,7 +189,7 @@ func (s *Store) connect() error {
 	}
 	s.client.Store(&c)
 	s.up.Store(true)
-	s.logger.Info("Redis reachable; pins are shared", zap.Strings("address", s.cfg.Addresses))
+	s.logger.Info("Redis reachable; pins are shared", s.addressField())
 	return nil
 }
 
@@ -260,4 +260,10 @@ func (s *Store) write(stop <-chan struct{}) {
 			}
 		}
 	}
+}
+
+// addressField names Redis in log lines: the host:port pairs, never the
+// configured addresses, whose URLs may carry a password.
+func (s *Store) addressField() zap.Field {
+	return zap.Strings("address", s.opt.InitAddress)
 }

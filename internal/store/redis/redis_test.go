@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -347,15 +348,7 @@ func TestPassword(t *testing.T) {
 			t.Fatal("reachable with a wrong password")
 		}
 		for _, e := range a.logs.All() {
-			line := e.Message
-			for _, f := range e.Context {
-				line += " " + f.String
-				if f.Interface != nil {
-					if err, ok := f.Interface.(error); ok {
-						line += " " + err.Error()
-					}
-				}
-			}
+			line := fmt.Sprint(e.Message, e.ContextMap())
 			if strings.Contains(line, secret) {
 				t.Fatalf("password in the log: %s", line)
 			}
