@@ -91,8 +91,9 @@ func TestSharedStore(t *testing.T) {
 			checkNoMisroutedRequests(t, tt.name, before, after)
 			afterB := b.Sessions(t).Shared
 			hits := afterB.RemoteHits - beforeB.RemoteHits
-			t.Logf("per node %v; instance B found %d pins in Redis (%d lookups); front %v",
-				res.PerNode, hits, afterB.RemoteLookups-beforeB.RemoteLookups, front.Served())
+			t.Logf("per node %v; instance B found %d pins in Redis (%d lookups); front %v; Redis timeouts: A %d, B %d",
+				res.PerNode, hits, afterB.RemoteLookups-beforeB.RemoteLookups, front.Served(),
+				sessionsAt(t, adminPort).Shared.Timeouts, afterB.Timeouts)
 			if hits == 0 {
 				t.Error("instance B found no pin in Redis: the sessions did not cross instances")
 			}

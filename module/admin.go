@@ -72,6 +72,7 @@ type sharedReport struct {
 	WritesLost    uint64 `json:"writes_lost"`
 	Ignored       uint64 `json:"ignored"`
 	Outages       uint64 `json:"outages"`
+	Timeouts      uint64 `json:"timeouts"`
 }
 
 func (adminSessions) handleSessions(w http.ResponseWriter, r *http.Request) error {
@@ -101,7 +102,7 @@ func (adminSessions) handleSessions(w http.ResponseWriter, r *http.Request) erro
 		report.Shared = &sharedReport{
 			Reachable: rs.Reachable(), RemoteLookups: c.RemoteLookups, RemoteHits: c.RemoteHits,
 			RemotePins: c.RemotePins, Refreshed: c.Refreshed, DropsShared: c.DropsShared,
-			WritesLost: c.WritesLost, Ignored: c.Ignored, Outages: c.Outages,
+			WritesLost: c.WritesLost, Ignored: c.Ignored, Outages: c.Outages, Timeouts: c.Timeouts,
 		}
 		return false
 	})

@@ -21,7 +21,7 @@ const refreshBatch = 512
 // sharedCounters count what the store asked Redis, for tests and
 // operators.
 type sharedCounters struct {
-	remoteLookups, remoteHits, remotePins, refreshed, dropsShared, writesLost, ignored, outages atomic.Uint64
+	remoteLookups, remoteHits, remotePins, refreshed, dropsShared, writesLost, ignored, outages, timeouts atomic.Uint64
 	// refreshNow asks Maintain to refresh at once (after an outage)
 	refreshNow atomic.Bool
 }
@@ -40,8 +40,9 @@ type Counters struct {
 	DropsShared, WritesLost uint64
 	// Ignored counts values read from Redis and not followed.
 	Ignored uint64
-	// Outages counts the times Redis was found unreachable.
-	Outages uint64
+	// Outages counts the times Redis was found unreachable; Timeouts
+	// the requests that gave up waiting for it.
+	Outages, Timeouts uint64
 }
 
 // Counters returns the store's Redis counters.
@@ -50,7 +51,7 @@ func (s *Store) Counters() Counters {
 	return Counters{
 		RemoteLookups: c.remoteLookups.Load(), RemoteHits: c.remoteHits.Load(), RemotePins: c.remotePins.Load(),
 		Refreshed: c.refreshed.Load(), DropsShared: c.dropsShared.Load(), WritesLost: c.writesLost.Load(),
-		Ignored: c.ignored.Load(), Outages: c.outages.Load(),
+		Ignored: c.ignored.Load(), Outages: c.outages.Load(), Timeouts: c.timeouts.Load(),
 	}
 }
 
@@ -65,7 +66,11 @@ const timeoutsDown = 3
 // fail records that Redis did not answer a request (err): see
 // timeoutsDown.
 func (s *Store) fail(err error) {
-	if errors.Is(err, context.DeadlineExceeded) && s.timeouts.Add(1) < timeoutsDown {
+	timedOut := errors.Is(err, context.DeadlineExceeded)
+	if timedOut {
+		s.stats.timeouts.Add(1)
+	}
+	if timedOut && s.timeouts.Add(1) < timeoutsDown {
 		s.probeSoon()
 		return
 	}
