@@ -24,6 +24,8 @@ import (
 //     "Session ID unknown";
 //   - Redis store: every session works, and the second instance found the
 //     pins in Redis;
+//   - 60 clients behind one address: least_conn spreads them, none of
+//     the nodes above 40 %;
 //   - the second instance restarted (drained, stopped, started) under live
 //     sessions: none breaks, and it reads their pins from Redis;
 //   - Redis killed under live sessions: none breaks, new sessions connect
@@ -99,6 +101,22 @@ func TestSharedStore(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("one address spread by least_conn", func(t *testing.T) {
+		const n = 60
+		before := statsOf(t, nodes)
+		res := runClients(t, "--url", front.URL, "--count", fmt.Sprint(n), "--local-address", "127.6.7.1",
+			"--expect-upgrade", "--hold-ms", "2000", "--echo-interval-ms", "500", "--connect-timeout-ms", "5000")
+		settle(t, nodes, 5*time.Second)
+		checkSessionsWorked(t, res, n, true)
+		checkNoMisroutedRequests(t, "one address", before, statsOf(t, nodes))
+		for node, count := range res.PerNode {
+			if count > n*40/100 {
+				t.Errorf("%s took %d of %d clients behind one address (more than 40%%): %v", node, count, n, res.PerNode)
+			}
+		}
+		t.Logf("per node: %v", res.PerNode)
+	})
 
 	t.Run("instance restarted under live sessions", func(t *testing.T) {
 		before := statsOf(t, nodes)
