@@ -213,6 +213,8 @@ func Open(cfg Config, logger *zap.Logger) (*Store, error) {
 	if cfg.KeyPrefix == "" {
 		cfg.KeyPrefix = DefaultKeyPrefix
 	}
+	// only the client keeps the password
+	cfg.Password = ""
 	if logger == nil {
 		logger = zap.NewNop()
 	}
@@ -233,9 +235,6 @@ func Open(cfg Config, logger *zap.Logger) (*Store, error) {
 
 // Reachable reports whether Redis answered lately.
 func (s *Store) Reachable() bool { return s.up.Load() }
-
-// Local returns the store's local layer (for tests).
-func (s *Store) Local() *memory.Store { return s.local }
 
 func (s *Store) key(sid string) string { return s.prefix + sid }
 
