@@ -124,10 +124,10 @@ func TestSharedStore(t *testing.T) {
 
 	t.Run("instance restarted under live sessions", func(t *testing.T) {
 		before := statsOf(t, nodes)
-		held := startClients(t, "--url", front.URL, "--count", "40", "--local-address-range", "127.6.6.1-127.6.6.250",
+		held := startClients(t, "--url", front.URL, "--count", "100", "--local-address-range", "127.6.6.1-127.6.6.250",
 			"--transports", "polling", "--hold-ms", "10000", "--echo-interval-ms", "500", "--connect-timeout-ms", "5000")
-		if r := held.Ready(); r.Connected != 40 {
-			t.Fatalf("connected %d of 40 before the restart", r.Connected)
+		if r := held.Ready(); r.Connected != 100 {
+			t.Fatalf("connected %d of 100 before the restart", r.Connected)
 		}
 		// a deploy: the balancer drains the instance, it stops
 		// gracefully, starts with empty memory, and takes traffic again
@@ -138,8 +138,8 @@ func TestSharedStore(t *testing.T) {
 		waitShared(t, "the restarted instance reaches Redis", b, true)
 		front.Drain(1, false)
 		res := held.Result()
-		if res.DisconnectsDuringHold.Count != 0 || res.EchoFailed != 0 || res.AliveAtEnd != 40 {
-			t.Errorf("sessions broken by the restart: %d disconnects %v, echo failed %d, alive at end %d of 40",
+		if res.DisconnectsDuringHold.Count != 0 || res.EchoFailed != 0 || res.AliveAtEnd != 100 {
+			t.Errorf("sessions broken by the restart: %d disconnects %v, echo failed %d, alive at end %d of 100",
 				res.DisconnectsDuringHold.Count, res.DisconnectsDuringHold.Reasons, res.EchoFailed, res.AliveAtEnd)
 		}
 		settle(t, nodes, 5*time.Second)
@@ -153,10 +153,10 @@ func TestSharedStore(t *testing.T) {
 
 	t.Run("redis killed under live sessions", func(t *testing.T) {
 		before := statsOf(t, nodes)
-		held := startClients(t, "--url", front.URL, "--count", "60", "--local-address-range", "127.6.3.1-127.6.3.250",
+		held := startClients(t, "--url", front.URL, "--count", "150", "--local-address-range", "127.6.3.1-127.6.3.250",
 			"--transports", "polling", "--hold-ms", "12000", "--echo-interval-ms", "500", "--connect-timeout-ms", "5000")
-		if r := held.Ready(); r.Connected != 60 {
-			t.Fatalf("connected %d of 60 before the outage", r.Connected)
+		if r := held.Ready(); r.Connected != 150 {
+			t.Fatalf("connected %d of 150 before the outage", r.Connected)
 		}
 		time.Sleep(2 * time.Second) // every session meets both instances
 		redisSrv.Stop()
@@ -174,8 +174,8 @@ func TestSharedStore(t *testing.T) {
 		redisSrv.Restart()
 		waitShared(t, "both instances reach Redis again", b, true)
 		res := held.Result()
-		if res.DisconnectsDuringHold.Count != 0 || res.EchoFailed != 0 || res.AliveAtEnd != 60 {
-			t.Errorf("sessions broken by the outage: %d disconnects %v, echo failed %d, alive at end %d of 60",
+		if res.DisconnectsDuringHold.Count != 0 || res.EchoFailed != 0 || res.AliveAtEnd != 150 {
+			t.Errorf("sessions broken by the outage: %d disconnects %v, echo failed %d, alive at end %d of 150",
 				res.DisconnectsDuringHold.Count, res.DisconnectsDuringHold.Reasons, res.EchoFailed, res.AliveAtEnd)
 		}
 
