@@ -164,7 +164,7 @@ func (s *Store) Maintain(stop <-chan struct{}) {
 			}
 		}
 		period := time.Duration(s.ttlMillis.Load()) * time.Millisecond / 3
-		if s.up.Load() && (time.Since(lastRefresh) >= period || s.stats.refreshNow.Swap(false)) {
+		if asked := s.stats.refreshNow.Swap(false); s.up.Load() && (asked || time.Since(lastRefresh) >= period) {
 			now := s.local.Clock()
 			if s.refresh(since, stop) {
 				since, lastRefresh = now, time.Now()
@@ -194,6 +194,8 @@ func (s *Store) connect() error {
 	}
 	s.client.Store(&c)
 	s.up.Store(true)
+	// pins made before Redis answered reach it at once
+	s.stats.refreshNow.Store(true)
 	s.logger.Info("Redis reachable; pins are shared", s.addressField())
 	return nil
 }
