@@ -197,6 +197,7 @@ type sessionsReport struct {
 		Ignored       uint64 `json:"ignored"`
 		Outages       uint64 `json:"outages"`
 		Timeouts      uint64 `json:"timeouts"`
+		Announced     uint64 `json:"announced"`
 	} `json:"shared"`
 }
 

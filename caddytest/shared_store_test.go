@@ -13,17 +13,17 @@ import (
 	"github.com/caddy-socketio/caddy-socketio/internal/store/redis/redistest"
 )
 
-// TestSharedStore runs two Caddy instances (this test's own and a second
-// process built from the working tree) behind a front that sends every
+// TestSharedStore runs three Caddy instances (this test's own and two
+// processes built from the working tree) behind a front that sends every
 // request to the next instance in turn, three socket.io@4 nodes, and
 // `fallback least_conn`: a session's handshake goes through one instance
-// and its next request through the other.
+// and its next request through another.
 //
-//   - memory store (the control): the second instance does not know the
-//     session and hashes the client's address to some node, which answers
+//   - memory store (the control): the other instances do not know the
+//     session and hash the client's address to some node, which answers
 //     "Session ID unknown";
-//   - Redis store: every session works, and the second instance found the
-//     pins in Redis;
+//   - Redis store: every session works, and instance B found the pins in
+//     Redis;
 //   - 60 clients behind one address: least_conn spreads them, every node
 //     takes at least 20 %;
 //   - the second instance restarted (drained, stopped, started) under live
@@ -43,7 +43,8 @@ func TestSharedStore(t *testing.T) {
 	}
 	loadConfig(t, tester, memory(adminPort, httpPort))
 	b := startCaddyProcess(t, "instance-b", memory)
-	front := startFront(t, siteAddr, b.Addr())
+	c := startCaddyProcess(t, "instance-c", memory)
+	front := startFront(t, siteAddr, b.Addr(), c.Addr())
 
 	const clients = 30 // without Redis: enough to show the breakage
 	flags := func(count int, addrRange string, extra ...string) []string {
@@ -69,7 +70,8 @@ func TestSharedStore(t *testing.T) {
 
 	loadConfig(t, tester, shared(adminPort, httpPort))
 	b.Load(shared(b.AdminPort, b.HTTPPort))
-	waitShared(t, "both instances reach Redis", b, true)
+	c.Load(shared(c.AdminPort, c.HTTPPort))
+	waitShared(t, "every instance reaches Redis", true, b, c)
 
 	const sharedClients = 100
 	tests := []struct {
@@ -131,11 +133,11 @@ func TestSharedStore(t *testing.T) {
 		}
 		// a deploy: the balancer drains the instance, it stops
 		// gracefully, starts with empty memory, and takes traffic again
-		front.Drain(1, true)
+		front.Drain(1, true) // B
 		time.Sleep(500 * time.Millisecond) // the balancer's deregistration delay
 		b.Stop()
 		b.Start()
-		waitShared(t, "the restarted instance reaches Redis", b, true)
+		waitShared(t, "the restarted instance reaches Redis", true, b)
 		front.Drain(1, false)
 		res := held.Result()
 		if res.DisconnectsDuringHold.Count != 0 || res.EchoFailed != 0 || res.AliveAtEnd != 100 {
@@ -160,10 +162,11 @@ func TestSharedStore(t *testing.T) {
 		}
 		time.Sleep(2 * time.Second) // every session meets both instances
 		redisSrv.Stop()
-		waitShared(t, "both instances notice the outage", b, false)
+		waitShared(t, "every instance notices the outage", false, b, c)
 
 		// during the outage new sessions connect, placed by client-IP
-		// hash: clients behind one address all land on one node
+		// hash (which every instance computes alike): clients behind one
+		// address all land on one node
 		during := runClients(t, "--url", front.URL, "--count", "20", "--local-address", "127.6.4.1",
 			"--expect-upgrade", "--connect-timeout-ms", "5000")
 		checkSessionsWorked(t, during, 20, true)
@@ -172,7 +175,7 @@ func TestSharedStore(t *testing.T) {
 		}
 
 		redisSrv.Restart()
-		waitShared(t, "both instances reach Redis again", b, true)
+		waitShared(t, "every instance reaches Redis again", true, b, c)
 		res := held.Result()
 		if res.DisconnectsDuringHold.Count != 0 || res.EchoFailed != 0 || res.AliveAtEnd != 150 {
 			t.Errorf("sessions broken by the outage: %d disconnects %v, echo failed %d, alive at end %d of 150",
@@ -208,18 +211,27 @@ func checkSessionsWorked(t testing.TB, res clientResult, clients int, upgrade bo
 	}
 }
 
-// waitShared waits until both the test's Caddy and p report the shared
-// store reachable (or not).
-func waitShared(t testing.TB, what string, p *caddyProcess, reachable bool) {
+// waitShared waits until the test's Caddy and every one of procs report
+// the shared store reachable (or not).
+func waitShared(t testing.TB, what string, reachable bool, procs ...*caddyProcess) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		a, b := sessionsAt(t, adminPort), p.Sessions(t)
-		if a.Shared != nil && b.Shared != nil && a.Shared.Reachable == reachable && b.Shared.Reachable == reachable {
+		ok := true
+		states := []string{}
+		reports := []sessionsReport{sessionsAt(t, adminPort)}
+		for _, p := range procs {
+			reports = append(reports, p.Sessions(t))
+		}
+		for _, r := range reports {
+			ok = ok && r.Shared != nil && r.Shared.Reachable == reachable
+			states = append(states, fmt.Sprintf("%+v", r.Shared))
+		}
+		if ok {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s: this instance %+v, %s %+v", what, a.Shared, p.Name, b.Shared)
+			t.Fatalf("timed out waiting until %s: %v", what, states)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -73,6 +73,7 @@ type sharedReport struct {
 	Ignored       uint64 `json:"ignored"`
 	Outages       uint64 `json:"outages"`
 	Timeouts      uint64 `json:"timeouts"`
+	Announced     uint64 `json:"announced"`
 }
 
 func (adminSessions) handleSessions(w http.ResponseWriter, r *http.Request) error {
@@ -102,7 +103,7 @@ func (adminSessions) handleSessions(w http.ResponseWriter, r *http.Request) erro
 		report.Shared = &sharedReport{
 			Reachable: rs.Reachable(), RemoteLookups: c.RemoteLookups, RemoteHits: c.RemoteHits,
 			RemotePins: c.RemotePins, Refreshed: c.Refreshed, DropsShared: c.DropsShared,
-			WritesLost: c.WritesLost, Ignored: c.Ignored, Outages: c.Outages, Timeouts: c.Timeouts,
+			WritesLost: c.WritesLost, Ignored: c.Ignored, Outages: c.Outages, Timeouts: c.Timeouts, Announced: c.Announced,
 		}
 		return false
 	})

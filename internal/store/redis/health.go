@@ -21,7 +21,7 @@ const refreshBatch = 512
 // sharedCounters count what the store asked Redis, for tests and
 // operators.
 type sharedCounters struct {
-	remoteLookups, remoteHits, remotePins, refreshed, dropsShared, writesLost, ignored, outages, timeouts atomic.Uint64
+	remoteLookups, remoteHits, remotePins, refreshed, dropsShared, writesLost, ignored, outages, timeouts, announced atomic.Uint64
 	// refreshNow asks Maintain to refresh at once (after an outage)
 	refreshNow atomic.Bool
 }
@@ -43,6 +43,8 @@ type Counters struct {
 	// Outages counts the times Redis was found unreachable; Timeouts
 	// the requests that gave up waiting for it.
 	Outages, Timeouts uint64
+	// Announced counts the other instances' changes received.
+	Announced uint64
 }
 
 // Counters returns the store's Redis counters.
@@ -52,6 +54,7 @@ func (s *Store) Counters() Counters {
 		RemoteLookups: c.remoteLookups.Load(), RemoteHits: c.remoteHits.Load(), RemotePins: c.remotePins.Load(),
 		Refreshed: c.refreshed.Load(), DropsShared: c.dropsShared.Load(), WritesLost: c.writesLost.Load(),
 		Ignored: c.ignored.Load(), Outages: c.outages.Load(), Timeouts: c.timeouts.Load(),
+		Announced: c.announced.Load(),
 	}
 }
 
@@ -119,7 +122,11 @@ func (s *Store) recover() {
 // the TTL refreshes and the tombstones.
 func (s *Store) Maintain(stop <-chan struct{}) {
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		s.subscribe(stop)
+	}()
 	go func() {
 		defer wg.Done()
 		s.local.Maintain(stop)
@@ -223,7 +230,7 @@ func (s *Store) refresh(since uint32, stop <-chan struct{}) bool {
 		execs := make([]rueidis.LuaExec, 0, len(batch))
 		for _, p := range batch {
 			if validDial(p.dial) {
-				execs = append(execs, rueidis.LuaExec{Keys: []string{s.key(p.sid)}, Args: s.args("touch", p.dial, p.client)})
+				execs = append(execs, rueidis.LuaExec{Keys: []string{s.key(p.sid)}, Args: s.args("touch", p.sid, p.dial, p.client)})
 			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), max(10*s.timeout, time.Second))
@@ -254,7 +261,7 @@ func (s *Store) write(stop <-chan struct{}) {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), max(s.timeout, 250*time.Millisecond))
-			err := script.Exec(ctx, *c, []string{s.key(p.sid)}, s.args(p.mode, p.dial, p.client)).Error()
+			err := script.Exec(ctx, *c, []string{s.key(p.sid)}, s.args(p.mode, p.sid, p.dial, p.client)).Error()
 			cancel()
 			switch {
 			case err == nil && p.mode == "drop":

@@ -176,6 +176,10 @@ type Store struct {
 
 	ttlMillis atomic.Int64
 
+	// channel announces every change of owners to the other instances;
+	// id tells this instance's announcements apart (subscribe.go)
+	channel, id string
+
 	// acquired counts the loaded configurations that route to each dial
 	mu       sync.Mutex
 	acquired map[string]int
@@ -229,6 +233,8 @@ func Open(cfg Config, logger *zap.Logger) (*Store, error) {
 		writes:   make(chan owned, writeQueue),
 		probeNow: make(chan struct{}, 1),
 	}
+	s.channel = cfg.KeyPrefix + announcements
+	s.id = instanceID()
 	s.ttlMillis.Store(store.DefaultTTL.Milliseconds())
 	return s, nil
 }
@@ -339,7 +345,7 @@ func (s *Store) Pin(sid, dial string, client uint64) store.PinResult {
 		return s.local.Pin(sid, dial, client)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
-	res, err := script.Exec(ctx, c, []string{s.key(sid)}, s.args("pin", dial, client)).ToArray()
+	res, err := script.Exec(ctx, c, []string{s.key(sid)}, s.args("pin", sid, dial, client)).ToArray()
 	cancel()
 	if err == nil && len(res) != 2 {
 		err = errors.New("unexpected answer to the pin script")
@@ -381,8 +387,9 @@ func (s *Store) Pin(sid, dial string, client uint64) store.PinResult {
 	return store.PinResult(code)
 }
 
-func (s *Store) args(mode, dial string, client uint64) []string {
-	return []string{mode, dial, clientArg(client), strconv.FormatInt(s.ttlMillis.Load(), 10), strconv.Itoa(store.MaxOwners)}
+func (s *Store) args(mode, sid, dial string, client uint64) []string {
+	return []string{mode, dial, clientArg(client), strconv.FormatInt(s.ttlMillis.Load(), 10), strconv.Itoa(store.MaxOwners),
+		s.channel, s.id, sid}
 }
 
 // Drop turns the pin behind o into a tombstone, here at once and in Redis

@@ -394,3 +394,42 @@ func TestStall(t *testing.T) {
 		waitFor(t, "recovery after the stall", a.Reachable)
 	})
 }
+
+func TestAnnouncements(t *testing.T) {
+	srv := redistest.Start(t, "")
+	cfg := Config{Addresses: []string{srv.Addr}}
+	a, b := connected(t, cfg), connected(t, cfg)
+	// the subscriptions start once connected
+	waitFor(t, "B's subscription", func() bool {
+		a.Pin("probe", dials[0], 1)
+		a.DropDial("probe", dials[0])
+		return b.Counters().Announced > 0
+	})
+
+	a.Pin("s1", dials[1], 1)
+	a.Pin("s2", dials[2], 2)
+	waitFor(t, "the announcements", func() bool {
+		live, _ := b.Census() // the local layer only: no round trip
+		return live[dials[1]] == 1 && live[dials[2]] == 1
+	})
+	// B caches the tombstone of a pin it knew as live
+	if owners := lookup(b, "s2"); len(owners) != 1 || owners[0].Gone {
+		t.Fatalf("B's pin of s2: %+v", owners)
+	}
+	a.DropDial("s2", dials[2])
+	waitFor(t, "the tombstone announced", func() bool {
+		owners := lookup(b, "s2")
+		return len(owners) == 1 && owners[0].Gone
+	})
+
+	// Redis goes away: B still routes s1, which no request had made it
+	// look up
+	srv.Stop()
+	waitFor(t, "B to notice", func() bool { return !b.Reachable() })
+	if owners := lookup(b, "s1"); len(owners) != 1 || owners[0].Dial != dials[1] {
+		t.Fatalf("B lost an announced pin in the outage: %+v", owners)
+	}
+	if c := b.Counters(); c.RemoteLookups != 0 {
+		t.Fatalf("B looked up %d sids in Redis: the announcements should have told it", c.RemoteLookups)
+	}
+}

@@ -6,7 +6,11 @@ import (
 
 // Every change to a sid's value is a read-modify-write of its owners, made
 // atomic by running it in Redis as one script. KEYS[1] is the sid's key;
-// ARGV: mode, dial, client (16 hex digits), TTL in milliseconds, MaxOwners.
+// ARGV: mode, dial, client (16 hex digits), TTL in milliseconds, MaxOwners,
+// and, for the announcement of the new value, the channel, the writing
+// instance's id and the sid. Every change of owners is published on the
+// channel as "<instance> <sid>\n<value>" (see subscribe.go), in the same
+// script: no round trip more.
 //
 //   - pin: the dial minted the sid (a handshake). Tombstones are removed,
 //     like expired pins and tombstones in the memory store; a value the
@@ -25,6 +29,9 @@ import (
 // The value's format is described in value.go.
 var script = rueidis.NewLuaScript(`
 local key, mode, dial, client, ttl, max = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local function announce(value)
+	redis.call('PUBLISH', ARGV[6], ARGV[7] .. ' ' .. ARGV[8] .. '\n' .. value)
+end
 local kind = redis.call('TYPE', key)['ok']
 local owners, valid = {}, false
 if kind == 'string' then
@@ -78,6 +85,7 @@ if mode == 'pin' then
 	local value = encode(live)
 	if foreign then redis.call('DEL', key) end
 	redis.call('SET', key, value, 'PX', ttl)
+	if result ~= 1 then announce(value) end
 	return {result, value}
 end
 
@@ -95,7 +103,9 @@ if mode == 'touch' then
 	end
 	if #owners >= max then return 0 end
 	table.insert(owners, {'L', client, dial})
-	redis.call('SET', key, encode(owners), 'PX', ttl)
+	local value = encode(owners)
+	redis.call('SET', key, value, 'PX', ttl)
+	announce(value)
 	return 1
 end
 
@@ -104,7 +114,9 @@ if mode == 'drop' then
 		if o[3] == dial then
 			if o[1] == 'G' then return 0 end
 			o[1] = 'G'
-			redis.call('SET', key, encode(owners), 'KEEPTTL')
+			local value = encode(owners)
+			redis.call('SET', key, value, 'KEEPTTL')
+			announce(value)
 			return 1
 		end
 	end
