@@ -18,6 +18,9 @@
 //     every third of the TTL: one write per pin per TTL/3, not per
 //     request.
 //   - Drop writes the tombstone to Redis in the background.
+//   - Every change of owners is also announced to the other instances
+//     (subscribe.go), which cache it: most sids are known locally before
+//     their first request, and stay known while Redis is down.
 //
 // When Redis refuses connections, or three requests in a row time out, or
 // a PING (sent once a second, and at once after a timeout) fails, the
