@@ -134,7 +134,7 @@ func TestSharedStore(t *testing.T) {
 		}
 		// a deploy: the balancer drains the instance, it stops
 		// gracefully, starts with empty memory, and takes traffic again
-		front.Drain(1, true) // B
+		front.Drain(1, true)               // B
 		time.Sleep(500 * time.Millisecond) // the balancer's deregistration delay
 		b.Stop()
 		b.Start()
