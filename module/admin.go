@@ -7,9 +7,11 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/caddy-socketio/caddy-socketio/internal/store"
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+
+	"github.com/caddy-socketio/caddy-socketio/internal/store"
+	"github.com/caddy-socketio/caddy-socketio/internal/store/redis"
 )
 
 func init() {
@@ -64,6 +66,26 @@ type sessionsReport struct {
 	Expired    uint64 `json:"expired"`
 	Dropped    uint64 `json:"dropped"`
 	Refused    uint64 `json:"refused"`
+	// Store is "memory" or "redis"; Shared describes a shared store.
+	Store  string        `json:"store,omitempty"`
+	Shared *sharedReport `json:"shared,omitempty"`
+}
+
+// sharedReport is what a shared store reports: whether its backend is
+// reachable and what this instance asked it, since the store was opened.
+// Pins and the counters above are this instance's local layer.
+type sharedReport struct {
+	Reachable     bool   `json:"reachable"`
+	RemoteLookups uint64 `json:"remote_lookups"`
+	RemoteHits    uint64 `json:"remote_hits"`
+	RemotePins    uint64 `json:"remote_pins"`
+	Refreshed     uint64 `json:"refreshed"`
+	DropsShared   uint64 `json:"drops_shared"`
+	WritesLost    uint64 `json:"writes_lost"`
+	Ignored       uint64 `json:"ignored"`
+	Outages       uint64 `json:"outages"`
+	Timeouts      uint64 `json:"timeouts"`
+	Announced     uint64 `json:"announced"`
 }
 
 func (adminSessions) handleSessions(w http.ResponseWriter, r *http.Request) error {
@@ -71,6 +93,8 @@ func (adminSessions) handleSessions(w http.ResponseWriter, r *http.Request) erro
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method not allowed")}
 	}
 	report := sessionsReport{ByUpstream: map[string]int{}}
+	// one store is in use; a shared one wins over the memory store that a
+	// configuration being unloaded may still hold
 	store.Range(func(_ string, st store.Store) bool {
 		stats := st.Stats()
 		ttl, capacity := st.Limits()
@@ -80,6 +104,18 @@ func (adminSessions) handleSessions(w http.ResponseWriter, r *http.Request) erro
 			Pins: stats.Pins, Tombstones: tombstones, ByUpstream: live,
 			Pinned: stats.Pinned, Collisions: stats.Collisions, Evicted: stats.Evicted,
 			Expired: stats.Expired, Dropped: stats.Dropped, Refused: stats.Refused,
+			Store: "memory",
+		}
+		rs, ok := st.(*redis.Store)
+		if !ok {
+			return true
+		}
+		c := rs.Counters()
+		report.Store = "redis"
+		report.Shared = &sharedReport{
+			Reachable: rs.Reachable(), RemoteLookups: c.RemoteLookups, RemoteHits: c.RemoteHits,
+			RemotePins: c.RemotePins, Refreshed: c.Refreshed, DropsShared: c.DropsShared,
+			WritesLost: c.WritesLost, Ignored: c.Ignored, Outages: c.Outages, Timeouts: c.Timeouts, Announced: c.Announced,
 		}
 		return false
 	})

@@ -9,10 +9,12 @@
 #     (Debian bookworm: python-socketio 5.7.2, python-engineio 4.3.4, aiohttp
 #     3.8.4), run by /usr/bin/python3
 #   chromium  the headless browser of TestBrowserH2
+#   redis-server  the shared store's tests start their own (Debian bookworm:
+#     Redis 7.0), on a free loopback port without persistence
 # Nothing happens when all are installed. Installing needs root (or sudo).
 set -euo pipefail
 
-PACKAGES=(python3-socketio python3-engineio python3-aiohttp chromium)
+PACKAGES=(python3-socketio python3-engineio python3-aiohttp chromium redis-server)
 
 log() { printf 'apt-install: %s\n' "$*" >&2; }
 

@@ -20,7 +20,6 @@ import (
 	"github.com/caddy-socketio/caddy-socketio/internal/handoff"
 	"github.com/caddy-socketio/caddy-socketio/internal/metrics"
 	"github.com/caddy-socketio/caddy-socketio/internal/store"
-	"github.com/caddy-socketio/caddy-socketio/internal/store/memory"
 )
 
 func init() {
@@ -133,10 +132,15 @@ func (s *SocketIOSelection) Provision(ctx caddy.Context) error {
 		}
 		s.checkHealthChecks(proxy)
 	}
-	s.store, err = store.Acquire(memory.ProcessKey, memory.Open)
+	key, open, err := storeOf(ctx)
+	if err != nil {
+		return err
+	}
+	s.store, err = store.Acquire(key, open)
 	if err != nil {
 		return fmt.Errorf("opening the session store: %v", err)
 	}
+	s.fallback = whileUnshared(s.store.Store, s.fallback)
 	s.store.Acquire(s.dials)
 	s.store.SetLimits(s, store.Limits{TTL: time.Duration(s.TTL), Capacity: s.MaxSessions})
 	return nil

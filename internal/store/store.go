@@ -20,7 +20,13 @@ import (
 
 // Store is a bounded, expiring map from session ids to owning upstreams.
 // All methods are safe for concurrent use. Lookup and Touch run for every
-// request of a session and must not allocate or block on I/O.
+// request of a session: for a sid the store holds they must not allocate
+// nor block on I/O. A shared store (see Shared) keeps the pins it knows
+// in memory too and goes to its backend only when it must: Lookup of a
+// sid it does not hold (one round trip, bounded by the store's timeout,
+// none while the backend is known to be down) and Pin (one round trip,
+// likewise bounded: the pin must be shared before the handshake's body
+// reaches the client).
 type Store interface {
 	// Lookup appends the unexpired pins of sid, newest first, to dst and
 	// returns it. Callers pass a small array on the stack
@@ -28,10 +34,14 @@ type Store interface {
 	Lookup(sid string, dst []Owner) []Owner
 	// Touch marks the pin behind o (from Lookup) as used now, postponing
 	// its expiry. Tombstones are not touched: they expire on schedule.
+	// It never waits on I/O: a shared store refreshes its backend in the
+	// background.
 	Touch(o Owner)
 	// Pin records that dial minted sid for a client whose address hashes
 	// to client (see ClientHash). Expired pins and tombstones of the sid
 	// are replaced: a node may mint a sid again once its session ended.
+	// A shared store returns once the backend has the pin, or its
+	// timeout has passed.
 	Pin(sid, dial string, client uint64) PinResult
 	// Drop turns the pin behind o into a tombstone and reports whether
 	// it was live before.
@@ -55,6 +65,17 @@ type Store interface {
 	// operators, not for requests.
 	Stats() Stats
 	Census() (live map[string]int, tombstones int)
+}
+
+// Shared is a Store whose pins several Caddy instances share through a
+// backend (Redis). While the backend cannot be reached, each instance
+// only knows its own pins, so new sessions must be placed the same way by
+// every instance without it: by client-IP hash.
+type Shared interface {
+	Store
+	// Reachable reports whether the backend answered lately. It is an
+	// atomic load, cheap enough for every request.
+	Reachable() bool
 }
 
 // Maintainer is a Store that needs periodic work while it is in use
