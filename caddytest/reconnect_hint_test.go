@@ -70,6 +70,12 @@ type recoveryResult struct {
 	Received       int            `json:"received"`
 	FirstNodes     map[string]int `json:"firstNodes"`
 	Errors         map[string]int `json:"errors"`
+	// with --until-stdin-ends: each client's nodes, in order
+	PerClient []struct {
+		Nodes        []string `json:"nodes"`
+		Polling      bool     `json:"polling"`
+		NotRecovered int      `json:"notRecovered"`
+	} `json:"perClient"`
 }
 
 func (r recoveryResult) rate() float64 {

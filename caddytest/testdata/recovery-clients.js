@@ -103,6 +103,7 @@ for (let i = 0; i < args.count; i++) {
       counters.recovered++;
     } else {
       counters.notRecovered++;
+      c.lost = (c.lost || 0) + 1;
       c.last = 0; // a new socket, a new stream
     }
   });
@@ -172,7 +173,7 @@ const watchdog = setTimeout(() => fail("watchdog: the run took too long"), args[
   process.stdout.write(
     JSON.stringify(
       Object.assign({ event: "result", clients: clients.length, connectedAtEnd, rounds, firstNodes }, counters, {
-        perClient: args["until-stdin-ends"] ? clients.map((c) => ({ nodes: c.nodes, polling: c.polling })) : undefined,
+        perClient: args["until-stdin-ends"] ? clients.map((c) => ({ nodes: c.nodes, polling: c.polling, notRecovered: c.lost || 0 })) : undefined,
       }),
     ) + "\n",
   );
