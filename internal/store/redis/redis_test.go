@@ -265,20 +265,21 @@ func TestOutage(t *testing.T) {
 	start := time.Now()
 	lookup(b, "unknown-1")
 	first := time.Since(start)
-	if first > 200*time.Millisecond {
+	if first > 500*time.Millisecond { // loose: a busy machine makes timers late
 		t.Fatalf("first lookup during the outage took %v (timeout 50ms)", first)
 	}
 	if b.Reachable() {
 		t.Fatal("outage not noticed")
 	}
 	start = time.Now()
+	asked := b.Counters().RemoteLookups
 	for i := range 1000 {
 		lookup(b, "unknown-x"+string(rune('a'+i%26)))
 		b.Pin("during", dials[1], 2)
 	}
 	per := time.Since(start) / 2000
-	if per > 100*time.Microsecond {
-		t.Fatalf("requests while Redis is down take %v each", per)
+	if n := b.Counters().RemoteLookups - asked; n != 0 {
+		t.Fatalf("%d lookups asked Redis while it was known down", n)
 	}
 	t.Logf("outage: first request %v, then %v per request", first, per)
 	if owners := lookup(b, "before"); len(owners) != 1 || owners[0].Dial != dials[0] {
@@ -316,8 +317,8 @@ func TestUnreachableAtStart(t *testing.T) {
 	if len(lookup(a, "s1")) != 1 || len(lookup(a, "s2")) != 0 {
 		t.Fatal("local pins do not work without Redis")
 	}
-	if d := time.Since(start); d > 10*time.Millisecond {
-		t.Fatalf("requests waited %v for an unreachable Redis", d)
+	if n := a.Counters().RemoteLookups + a.Counters().RemotePins; n != 0 || time.Since(start) > 100*time.Millisecond {
+		t.Fatalf("requests asked an unreachable Redis %d times, or waited (%v)", n, time.Since(start))
 	}
 	srv.Restart()
 	waitFor(t, "the connection", a.Reachable)
@@ -381,12 +382,13 @@ func TestStall(t *testing.T) {
 		if _, err := srv.Do("CLIENT", "PAUSE", "1500"); err != nil {
 			t.Fatal(err)
 		}
-		start := time.Now()
+		before := a.Counters().RemoteLookups
 		for i := range timeoutsDown + 5 {
 			lookup(a, "slow-"+string(rune('a'+i)))
 		}
-		if d := time.Since(start); d > timeoutsDown*100*time.Millisecond {
-			t.Fatalf("%d lookups took %v: more than %d waited", timeoutsDown+5, d, timeoutsDown)
+		// counted, not timed: a busy machine makes timers late
+		if asked := a.Counters().RemoteLookups - before; asked > timeoutsDown {
+			t.Fatalf("%d of %d lookups asked the stalled Redis, want at most %d", asked, timeoutsDown+5, timeoutsDown)
 		}
 		if a.Reachable() {
 			t.Fatal("Redis not counted down")
