@@ -181,6 +181,19 @@ func handleDrain(on bool) func(http.ResponseWriter, *http.Request) error {
 		if req.Address == "" || len(req.Address) > 255 || strings.ContainsFunc(req.Address, func(c rune) bool { return c <= ' ' || c > '~' }) {
 			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("invalid upstream address %q", req.Address)}
 		}
+		// with a shared store, every instance drains: the change goes
+		// there first, and is refused if it cannot (an instance that
+		// drained alone would be undone by the shared set)
+		var sharer store.DrainSharer
+		store.Range(func(_ string, st store.Store) bool {
+			sharer, _ = st.(store.DrainSharer)
+			return sharer == nil
+		})
+		if sharer != nil {
+			if err := sharer.ShareDrain(req.Address, on); err != nil {
+				return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: fmt.Errorf("not changed: %v", err)}
+			}
+		}
 		if store.SetDraining(req.Address, on) {
 			caddy.Log().Named("admin.api.socketio").Info("upstream drain changed", zap.String("upstream", req.Address), zap.Bool("draining", on))
 		}

@@ -13,6 +13,7 @@ import (
 //
 // The set is the process's, like the pins: it outlives config reloads, and
 // it applies to every socketio policy that routes to the dial address.
+// With a shared store (DrainSharer), it is the set all instances share.
 var drains struct {
 	mu    sync.RWMutex
 	dials map[string]struct{} // guarded by mu
@@ -38,6 +39,28 @@ func SetDraining(dial string, on bool) bool {
 	}
 	drains.n.Store(int32(len(drains.dials)))
 	return true
+}
+
+// ReplaceDraining makes dials the set of upstreams that drain: a shared
+// store (DrainSharer) calls it with the set all instances share.
+func ReplaceDraining(dials []string) {
+	drains.mu.Lock()
+	defer drains.mu.Unlock()
+	drains.dials = make(map[string]struct{}, len(dials))
+	for _, d := range dials {
+		drains.dials[d] = struct{}{}
+	}
+	drains.n.Store(int32(len(drains.dials)))
+}
+
+// DrainSharer is a Store shared by several Caddy instances that shares
+// which upstreams drain: drained on one instance, an upstream drains on
+// all (each reads the shared set back, see ReplaceDraining).
+type DrainSharer interface {
+	// ShareDrain records that the upstream with the dial address drains,
+	// or not, for every instance; it fails when the shared store cannot
+	// be reached.
+	ShareDrain(dial string, on bool) error
 }
 
 // AnyDraining reports whether some upstream drains; it costs one atomic

@@ -166,6 +166,7 @@ func (s *Store) Maintain(stop <-chan struct{}) {
 			if err == nil {
 				s.answered()
 				s.recover()
+				s.syncDrains()
 			} else {
 				s.down(err)
 			}

@@ -435,3 +435,37 @@ func TestAnnouncements(t *testing.T) {
 		t.Fatalf("B looked up %d sids in Redis: the announcements should have told it", c.RemoteLookups)
 	}
 }
+
+// TestDrainShared: an upstream drained through one instance drains on
+// every instance that shares the store, and undrained on all likewise;
+// members the plugin did not write are ignored.
+func TestDrainShared(t *testing.T) {
+	srv := redistest.Start(t, "")
+	cfg := Config{Addresses: []string{srv.Addr}}
+	a, b := connected(t, cfg), connected(t, cfg)
+	t.Cleanup(func() { store.ReplaceDraining(nil) })
+	if err := a.ShareDrain(dials[1], true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Do("SADD", DefaultKeyPrefix+drainSet, "not a dial address"); err != nil {
+		t.Fatal(err)
+	}
+	// b's process forgot it: b reads it back from Redis
+	store.ReplaceDraining(nil)
+	b.syncDrains()
+	if got := store.Draining(); len(got) != 1 || got[0] != dials[1] {
+		t.Fatalf("draining after b's sync: %v, want [%s]", got, dials[1])
+	}
+	if err := b.ShareDrain(dials[1], false); err != nil {
+		t.Fatal(err)
+	}
+	a.syncDrains()
+	if got := store.Draining(); len(got) != 0 {
+		t.Fatalf("draining after undrain: %v, want none", got)
+	}
+	srv.Stop()
+	waitFor(t, "Redis down", func() bool { return !a.Reachable() })
+	if err := a.ShareDrain(dials[0], true); err == nil {
+		t.Fatal("ShareDrain with Redis down succeeded")
+	}
+}
