@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-socketio/caddy-socketio/internal/store"
+	"github.com/caddy-socketio/caddy-socketio/internal/store/redis"
 )
 
 const namespace, subsystem = "caddy", "socketio"
@@ -103,6 +104,7 @@ func Refused(reason string) {
 // configuration using a store is unloaded, as Prometheus counters may.
 type storeCollector struct {
 	sessions, tombstones, draining                *prometheus.Desc
+	shared                                        sharedDescs
 	pinned, collisions, evicted, expired, dropped *prometheus.Desc
 }
 
@@ -111,6 +113,7 @@ func newStoreCollector() *storeCollector {
 		return prometheus.NewDesc(prometheus.BuildFQName(namespace, subsystem, name), help, labels, nil)
 	}
 	return &storeCollector{
+		shared:     newSharedDescs(desc),
 		sessions:   desc("sessions", "Live pins (sessions known to be owned) per upstream.", "upstream"),
 		tombstones: desc("pin_tombstones", "Pins of ended sessions kept so that their late requests fail fast."),
 		draining:   desc("upstream_draining", "1 for each upstream that drains (takes no new sessions).", "upstream"),
@@ -122,11 +125,57 @@ func newStoreCollector() *storeCollector {
 	}
 }
 
+// sharedDescs describe the shared store's metrics.
+type sharedDescs struct {
+	reachable, requests, hits, errors, outages, announced, latency *prometheus.Desc
+}
+
+func newSharedDescs(desc func(name, help string, labels ...string) *prometheus.Desc) sharedDescs {
+	return sharedDescs{
+		reachable: desc("shared_store_reachable", "1 while the shared store (Redis) answers, 0 while it is counted down (new sessions are then placed by client-IP hash)."),
+		requests:  desc("shared_store_requests_total", "Requests to the shared store, by op: lookup (a sid unknown here), pin (a handshake), refresh (TTLs of live pins), drop (tombstones).", "op"),
+		hits:      desc("shared_store_lookup_hits_total", "Lookups in the shared store that found a pin."),
+		errors:    desc("shared_store_errors_total", "Shared store errors, by kind: timeout (a request gave up waiting), lost_write (a tombstone or late pin not written), ignored_value (a value the plugin did not write).", "kind"),
+		outages:   desc("shared_store_outages_total", "Times the shared store was found unreachable."),
+		announced: desc("shared_store_announcements_total", "Changes of owners received from the other instances."),
+		latency:   desc("shared_store_request_duration_seconds", "Round trips to the shared store made for clients (lookups and pins)."),
+	}
+}
+
 // Describe implements prometheus.Collector.
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.sessions, c.tombstones, c.draining, c.pinned, c.collisions, c.evicted, c.expired, c.dropped} {
+	for _, d := range []*prometheus.Desc{c.sessions, c.tombstones, c.draining, c.pinned, c.collisions, c.evicted, c.expired, c.dropped,
+		c.shared.reachable, c.shared.requests, c.shared.hits, c.shared.errors, c.shared.outages, c.shared.announced, c.shared.latency} {
 		ch <- d
 	}
+}
+
+// collectShared reports a shared (Redis) store.
+func (c *storeCollector) collectShared(ch chan<- prometheus.Metric, rs *redis.Store) {
+	d := c.shared
+	reachable := 0.0
+	if rs.Reachable() {
+		reachable = 1
+	}
+	ch <- prometheus.MustNewConstMetric(d.reachable, prometheus.GaugeValue, reachable)
+	n := rs.Counters()
+	for op, v := range map[string]uint64{"lookup": n.RemoteLookups, "pin": n.RemotePins, "refresh": n.Refreshed, "drop": n.DropsShared} {
+		ch <- prometheus.MustNewConstMetric(d.requests, prometheus.CounterValue, float64(v), op)
+	}
+	ch <- prometheus.MustNewConstMetric(d.hits, prometheus.CounterValue, float64(n.RemoteHits))
+	for kind, v := range map[string]uint64{"timeout": n.Timeouts, "lost_write": n.WritesLost, "ignored_value": n.Ignored} {
+		ch <- prometheus.MustNewConstMetric(d.errors, prometheus.CounterValue, float64(v), kind)
+	}
+	ch <- prometheus.MustNewConstMetric(d.outages, prometheus.CounterValue, float64(n.Outages))
+	ch <- prometheus.MustNewConstMetric(d.announced, prometheus.CounterValue, float64(n.Announced))
+	l := rs.Latency()
+	buckets := make(map[float64]uint64, len(redis.LatencyBuckets))
+	var cumulative uint64
+	for i, bound := range redis.LatencyBuckets {
+		cumulative += l.Buckets[i]
+		buckets[bound.Seconds()] = cumulative
+	}
+	ch <- prometheus.MustNewConstHistogram(d.latency, l.Count, l.Sum.Seconds(), buckets)
 }
 
 // Collect implements prometheus.Collector.
@@ -134,12 +183,19 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	live := map[string]int{}
 	var tombstones int
 	var sum store.Stats
+	sharedDone := false
 	store.Range(func(_ string, s store.Store) bool {
 		l, t := s.Census()
 		for dial, n := range l {
 			live[dial] += n
 		}
 		tombstones += t
+		if rs, ok := s.(*redis.Store); ok && !sharedDone {
+			// one shared store is in use; another (a reload onto a
+			// new Redis) is on its way out
+			sharedDone = true
+			c.collectShared(ch, rs)
+		}
 		st := s.Stats()
 		sum.Pinned += st.Pinned
 		sum.Collisions += st.Collisions

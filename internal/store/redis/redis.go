@@ -179,6 +179,9 @@ type Store struct {
 
 	ttlMillis atomic.Int64
 
+	// latency of the round trips made for clients (see latency.go)
+	latency latency
+
 	// channel announces every change of owners to the other instances;
 	// id tells this instance's announcements apart (subscribe.go)
 	channel, id string
@@ -274,7 +277,9 @@ func (s *Store) Lookup(sid string, dst []store.Owner) []store.Owner {
 	}
 	s.stats.remoteLookups.Add(1)
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	start := time.Now()
 	v, err := c.Do(ctx, c.B().Get().Key(s.key(sid)).Build()).ToString()
+	s.latency.observe(time.Since(start))
 	cancel()
 	if err == nil || rueidis.IsRedisNil(err) || isRedisErr(err) {
 		s.answered()
@@ -348,7 +353,9 @@ func (s *Store) Pin(sid, dial string, client uint64) store.PinResult {
 		return s.local.Pin(sid, dial, client)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	start := time.Now()
 	res, err := script.Exec(ctx, c, []string{s.key(sid)}, s.args("pin", sid, dial, client)).ToArray()
+	s.latency.observe(time.Since(start))
 	cancel()
 	if err == nil && len(res) != 2 {
 		err = errors.New("unexpected answer to the pin script")
