@@ -266,7 +266,7 @@ func (s *SocketIOSelection) choose(pool reverseproxy.UpstreamPool, r *http.Reque
 		if q.IsEngineIO() && q.Transport == engineio.TransportPolling && ho == nil {
 			s.warnNoLearning()
 		}
-		if q.IsEngineIO() && ho.HasHome() {
+		if q.IsEngineIO() && ho.HasHome() && s.sharedReachable() {
 			if up := home(pool, ho); up != nil {
 				return up, RouteHome
 			}
@@ -285,6 +285,15 @@ func (s *SocketIOSelection) choose(pool reverseproxy.UpstreamPool, r *http.Reque
 		return nil, route
 	}
 	return pool[i], route
+}
+
+// sharedReachable reports whether the policy's store, if shared by
+// several instances, is reachable. While it is not, new sessions are placed
+// by client-IP hash only (see whileUnshared), reconnect hints included:
+// the other instances could not find such a session's node.
+func (s *SocketIOSelection) sharedReachable() bool {
+	shared, ok := s.store.Store.(store.Shared)
+	return !ok || shared.Reachable()
 }
 
 // home returns the upstream that the handshake's reconnect hint names, if

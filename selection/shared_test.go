@@ -6,6 +6,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
+	"github.com/caddy-socketio/caddy-socketio/internal/homecookie"
 	"github.com/caddy-socketio/caddy-socketio/internal/store"
 	"github.com/caddy-socketio/caddy-socketio/internal/store/memory"
 )
@@ -63,4 +64,30 @@ func TestWhileUnshared(t *testing.T) {
 			t.Fatalf("back: new session to %v, want the fallback's %v", got.Dial, pool[0].Dial)
 		}
 	})
+}
+
+// TestHomeHintWhileUnshared: while the shared store is unreachable, a
+// reconnect hint is not followed: the other instances could only find the
+// session's node by client-IP hash.
+func TestHomeHintWhileUnshared(t *testing.T) {
+	pool := testPool("10.0.0.1:3000", "10.0.0.2:3000", "10.0.0.3:3000")
+	ip := addressHashingTo(t, pool, 2)
+	hint := homecookie.New("test secret")
+	p, _ := clockedPolicy(t, 0, 100)
+	st := &sharedStore{Store: memory.New()}
+	p.store = &store.Handle{Store: st}
+	p.fallback = whileUnshared(st, reverseproxy.FirstSelection{})
+	handshake := func() (*reverseproxy.Upstream, Route) {
+		r, ho := newHandoffRequest("/socket.io/?EIO=4&transport=polling", ip)
+		ho.SetHome(hint, hint.Token("10.0.0.2:3000"))
+		return p.selectRoute(pool, r, nil)
+	}
+	st.up.Store(true)
+	if up, route := handshake(); up != pool[1] || route != RouteHome {
+		t.Fatalf("reachable: %v (%v), want home %v", up.Dial, route, pool[1].Dial)
+	}
+	st.up.Store(false)
+	if up, route := handshake(); up != pool[2] || route != RouteNew {
+		t.Fatalf("unreachable: %v (%v), want the hashed %v", up.Dial, route, pool[2].Dial)
+	}
 }
