@@ -273,139 +273,148 @@ func TestReliabilityNodeFailure(t *testing.T) {
 	victim, survivors := nodes[1], []*sioNode{nodes[0], nodes[2]}
 	tester := caddytester.NewTester(t)
 
-	t.Run("unhealthy_status 5xx", func(t *testing.T) {
-		logPath, readLog := relLogFile(t, "5xx")
-		loadConfig(t, tester, proxyConfig{Nodes: nodes, Handler: true, Policy: "socketio", Extra: passiveHealth, GlobalEx: relLogTo(logPath)}.Caddyfile())
-		if strings.Contains(readLog(), warn400) {
-			t.Errorf("the policy warned about 400 in unhealthy_status, which is 5xx only")
-		}
+	t.Run("unhealthy_status 5xx", func(t *testing.T) { nodeFailureFailsFast(t, tester, nodes, victim, survivors) })
+	t.Run("unhealthy_status 400", func(t *testing.T) { nodeFailureWith400(t, tester, survivors) })
+}
 
-		const clients = 60
-		run := startClients(t, "--count", fmt.Sprint(clients), "--transports", "polling", "--reconnect",
-			"--local-address-range", "127.12.0.1-127.12.0.250", "--connect-timeout-ms", "15000",
-			"--hold-ms", "18000", "--echo-interval-ms", "500")
-		if ready := run.ReadyWithin(60 * time.Second); ready.Connected != clients {
-			t.Fatalf("connected %d of %d clients", ready.Connected, clients)
-		}
-		time.Sleep(time.Second)
-		before := statsOf(t, survivors)
-		pinsBefore := pinsOf(t)
-		killed := victim.stats(t).OpenSessions
-		if killed == 0 {
-			t.Fatalf("no session on %s", victim.Name)
-		}
-		if got := pinsBefore.ByUpstream[victim.Dial()]; got != killed {
-			t.Errorf("%s has %d sessions but %d pins", victim.Name, killed, got)
-		}
+// nodeFailureFailsFast is the first half of TestReliabilityNodeFailure:
+// the recommended passive health checks (unhealthy_status 5xx), 60
+// polling clients, victim killed; then a burst of stale sids.
+func nodeFailureFailsFast(t *testing.T, tester *caddytester.Tester, nodes []*sioNode, victim *sioNode, survivors []*sioNode) {
+	logPath, readLog := relLogFile(t, "5xx")
+	loadConfig(t, tester, proxyConfig{Nodes: nodes, Handler: true, Policy: "socketio", Extra: passiveHealth, GlobalEx: relLogTo(logPath)}.Caddyfile())
+	if strings.Contains(readLog(), warn400) {
+		t.Errorf("the policy warned about 400 in unhealthy_status, which is 5xx only")
+	}
 
-		relKill(t, victim)
-		killedAt := time.Now()
-		// every session of the dead node makes a new handshake, which is
-		// learned: the time until all are learned is the outage they saw
-		recovery, recovered := relWaitFor(15*time.Second, 50*time.Millisecond, func() bool {
-			return pinsOf(t).Pinned-pinsBefore.Pinned >= uint64(killed)
-		})
-		pinsKilled := pinsOf(t)
-		t.Logf("killed %s with %d of %d sessions; all of them re-handshaked within %s (%v); pins per upstream %v, dropped to tombstones %d",
-			victim.Name, killed, clients, recovery, recovered, pinsKilled.ByUpstream, pinsKilled.Dropped-pinsBefore.Dropped)
+	const clients = 60
+	run := startClients(t, "--count", fmt.Sprint(clients), "--transports", "polling", "--reconnect",
+		"--local-address-range", "127.12.0.1-127.12.0.250", "--connect-timeout-ms", "15000",
+		"--hold-ms", "18000", "--echo-interval-ms", "500")
+	if ready := run.ReadyWithin(60 * time.Second); ready.Connected != clients {
+		t.Fatalf("connected %d of %d clients", ready.Connected, clients)
+	}
+	time.Sleep(time.Second)
+	before := statsOf(t, survivors)
+	pinsBefore := pinsOf(t)
+	killed := victim.stats(t).OpenSessions
+	if killed == 0 {
+		t.Fatalf("no session on %s", victim.Name)
+	}
+	if got := pinsBefore.ByUpstream[victim.Dial()]; got != killed {
+		t.Errorf("%s has %d sessions but %d pins", victim.Name, killed, got)
+	}
 
-		// read the counters before the hold ends (then the clients close
-		// their sessions, and requests still on the way may fail)
-		time.Sleep(time.Until(killedAt.Add(12 * time.Second)))
-		after := statsOf(t, survivors)
-		res := run.ResultWithin(2 * time.Minute)
-		t.Logf("disconnects %d %v, reconnects %d (attempts %d), alive at end %d, per node at end %v; echo ok %d, failed %d %v",
-			res.DisconnectsDuringHold.Count, res.DisconnectsDuringHold.Reasons, res.Reconnects, res.ReconnectAttempts, res.AliveAtEnd, res.PerNodeAtEnd,
-			res.EchoOK, res.EchoFailed, res.EchoErrors)
-
-		if !recovered || recovery > 5*time.Second {
-			t.Errorf("the dead node's %d sessions took %s to re-handshake (all: %v), want at most pingInterval + pingTimeout + the client's reconnect delay (5s)", killed, recovery, recovered)
-		}
-		// an owner that is only unavailable keeps its pins (it may be
-		// back within lb_try_duration); the sessions end by the clients
-		// giving up on them, and their pins by expiry or by the node's
-		// own "Session ID unknown" once it is back
-		if dropped := pinsKilled.Dropped - pinsBefore.Dropped; dropped != 0 || pinsKilled.ByUpstream[victim.Dial()] != killed {
-			t.Errorf("the dead node's pins: %d live, %d dropped to tombstones, want its %d pins kept and none dropped",
-				pinsKilled.ByUpstream[victim.Dial()], dropped, killed)
-		}
-		if res.DisconnectsDuringHold.Count != killed || res.Reconnects != killed {
-			t.Errorf("%d disconnects and %d reconnects, want %d each (the dead node's sessions)", res.DisconnectsDuringHold.Count, res.Reconnects, killed)
-		}
-		if res.AliveAtEnd != clients {
-			t.Errorf("%d of %d sessions alive at the end", res.AliveAtEnd, clients)
-		}
-		for i, c := range res.Clients {
-			switch {
-			case c.Node == victim.Name && (c.Reconnects != 1 || c.FinalNode() == victim.Name):
-				t.Errorf("client %d (on the dead node): reconnects %d, final node %s, disconnects %v", i, c.Reconnects, c.FinalNode(), c.Disconnects)
-			case c.Node != victim.Name && (c.Reconnects != 0 || c.FinalNode() != c.Node || len(c.Disconnects) != 0):
-				t.Errorf("client %d (on %s): reconnects %d, final node %s, disconnects %v", i, c.Node, c.Reconnects, c.FinalNode(), c.Disconnects)
-			}
-		}
-		if res.EchoNodeMismatch != 0 {
-			t.Errorf("%d echoes answered by a node other than the session's", res.EchoNodeMismatch)
-		}
-		checkNoMisroutedRequests(t, "surviving nodes", before, after)
-		health := relUpstreams(t)
-		t.Logf("upstreams after the failure: %+v (killed at %s)", health, killedAt.Format("15:04:05.000"))
-		for _, n := range survivors {
-			if h := health[n.Dial()]; h.Fails != 0 {
-				t.Errorf("%s counts %d failures before the burst", n.Name, h.Fails)
-			}
-		}
-
-		// a burst of stale sids: each is answered 400 code 1 by a healthy node
-		const burst = 60
-		time.Sleep(time.Second) // the clients' last requests settle
-		beforeBurst := statsOf(t, survivors)
-		statuses := relStaleBurst(t, burst, "127.12.2")
-		afterBurst := statsOf(t, survivors)
-		health = relUpstreams(t)
-		t.Logf("stale-sid burst: statuses %v, \"Session ID unknown\" per node %d/%d, upstreams %+v", statuses,
-			afterBurst.PerNode[survivors[0].Name].UnknownSID()-beforeBurst.PerNode[survivors[0].Name].UnknownSID(),
-			afterBurst.PerNode[survivors[1].Name].UnknownSID()-beforeBurst.PerNode[survivors[1].Name].UnknownSID(), health)
-		if statuses[http.StatusBadRequest] != burst || afterBurst.UnknownSID-beforeBurst.UnknownSID < burst {
-			t.Errorf("burst of %d stale sids: statuses %v, %d \"Session ID unknown\" answers; want all 400 from the nodes", burst, statuses, afterBurst.UnknownSID-beforeBurst.UnknownSID)
-		}
-		for _, n := range survivors {
-			if afterBurst.PerNode[n.Name].UnknownSID() == beforeBurst.PerNode[n.Name].UnknownSID() {
-				t.Errorf("the burst never reached %s: the test does not show that it stays in rotation", n.Name)
-			}
-			if h := health[n.Dial()]; h.Fails != 0 {
-				t.Errorf("%s counts %d failures after answering stale sids", n.Name, h.Fails)
-			}
-		}
-		// and both healthy nodes still take new sessions
-		fresh := startClients(t, "--count", "20", "--transports", "polling",
-			"--local-address-range", "127.12.3.1-127.12.3.250", "--connect-timeout-ms", "15000").ResultWithin(time.Minute)
-		t.Logf("new sessions after the burst: connected %d, per node %v", fresh.Connected, fresh.PerNode)
-		if fresh.Connected != 20 || len(fresh.PerNode) != len(survivors) || fresh.PerNode[victim.Name] != 0 {
-			t.Errorf("new sessions after the burst: connected %d of 20, per node %v; want every surviving node", fresh.Connected, fresh.PerNode)
-		}
+	relKill(t, victim)
+	killedAt := time.Now()
+	// every session of the dead node makes a new handshake, which is
+	// learned: the time until all are learned is the outage they saw
+	recovery, recovered := relWaitFor(15*time.Second, 50*time.Millisecond, func() bool {
+		return pinsOf(t).Pinned-pinsBefore.Pinned >= uint64(killed)
 	})
+	pinsKilled := pinsOf(t)
+	t.Logf("killed %s with %d of %d sessions; all of them re-handshaked within %s (%v); pins per upstream %v, dropped to tombstones %d",
+		victim.Name, killed, clients, recovery, recovered, pinsKilled.ByUpstream, pinsKilled.Dropped-pinsBefore.Dropped)
 
-	t.Run("unhealthy_status 400", func(t *testing.T) {
-		logPath, readLog := relLogFile(t, "400")
-		extra := strings.Replace(passiveHealth, "unhealthy_status 5xx", "unhealthy_status 400 5xx", 1)
-		loadConfig(t, tester, proxyConfig{Nodes: survivors, Handler: true, Policy: "socketio", Extra: extra, GlobalEx: relLogTo(logPath)}.Caddyfile())
-		if _, logged := relWaitFor(5*time.Second, 50*time.Millisecond, func() bool { return strings.Contains(readLog(), warn400) }); !logged {
-			t.Errorf("the policy did not warn %q at config load", warn400)
+	// read the counters before the hold ends (then the clients close
+	// their sessions, and requests still on the way may fail)
+	time.Sleep(time.Until(killedAt.Add(12 * time.Second)))
+	after := statsOf(t, survivors)
+	res := run.ResultWithin(2 * time.Minute)
+	t.Logf("disconnects %d %v, reconnects %d (attempts %d), alive at end %d, per node at end %v; echo ok %d, failed %d %v",
+		res.DisconnectsDuringHold.Count, res.DisconnectsDuringHold.Reasons, res.Reconnects, res.ReconnectAttempts, res.AliveAtEnd, res.PerNodeAtEnd,
+		res.EchoOK, res.EchoFailed, res.EchoErrors)
+
+	if !recovered || recovery > 5*time.Second {
+		t.Errorf("the dead node's %d sessions took %s to re-handshake (all: %v), want at most pingInterval + pingTimeout + the client's reconnect delay (5s)", killed, recovery, recovered)
+	}
+	// an owner that is only unavailable keeps its pins (it may be
+	// back within lb_try_duration); the sessions end by the clients
+	// giving up on them, and their pins by expiry or by the node's
+	// own "Session ID unknown" once it is back
+	if dropped := pinsKilled.Dropped - pinsBefore.Dropped; dropped != 0 || pinsKilled.ByUpstream[victim.Dial()] != killed {
+		t.Errorf("the dead node's pins: %d live, %d dropped to tombstones, want its %d pins kept and none dropped",
+			pinsKilled.ByUpstream[victim.Dial()], dropped, killed)
+	}
+	if res.DisconnectsDuringHold.Count != killed || res.Reconnects != killed {
+		t.Errorf("%d disconnects and %d reconnects, want %d each (the dead node's sessions)", res.DisconnectsDuringHold.Count, res.Reconnects, killed)
+	}
+	if res.AliveAtEnd != clients {
+		t.Errorf("%d of %d sessions alive at the end", res.AliveAtEnd, clients)
+	}
+	for i, c := range res.Clients {
+		switch {
+		case c.Node == victim.Name && (c.Reconnects != 1 || c.FinalNode() == victim.Name):
+			t.Errorf("client %d (on the dead node): reconnects %d, final node %s, disconnects %v", i, c.Reconnects, c.FinalNode(), c.Disconnects)
+		case c.Node != victim.Name && (c.Reconnects != 0 || c.FinalNode() != c.Node || len(c.Disconnects) != 0):
+			t.Errorf("client %d (on %s): reconnects %d, final node %s, disconnects %v", i, c.Node, c.Reconnects, c.FinalNode(), c.Disconnects)
 		}
-		before := relUpstreams(t)
-		statuses := relStaleBurst(t, 60, "127.12.4")
-		health := relUpstreams(t)
-		handshakes := relHandshakes(t, 10, "127.12.5")
-		t.Logf("fails before the burst %+v; burst statuses %v; after it %+v; new handshakes %v", before, statuses, health, handshakes)
-		for _, n := range survivors {
-			if h := health[n.Dial()]; h.Fails == 0 {
-				t.Errorf("%s counts no failure after answering 400 with unhealthy_status 400", n.Name)
-			}
+	}
+	if res.EchoNodeMismatch != 0 {
+		t.Errorf("%d echoes answered by a node other than the session's", res.EchoNodeMismatch)
+	}
+	checkNoMisroutedRequests(t, "surviving nodes", before, after)
+	health := relUpstreams(t)
+	t.Logf("upstreams after the failure: %+v (killed at %s)", health, killedAt.Format("15:04:05.000"))
+	for _, n := range survivors {
+		if h := health[n.Dial()]; h.Fails != 0 {
+			t.Errorf("%s counts %d failures before the burst", n.Name, h.Fails)
 		}
-		if handshakes[http.StatusOK] != 0 {
-			t.Errorf("new handshakes still reached a node: %v; with unhealthy_status 400 stale sids should have taken every node out", handshakes)
+	}
+
+	// a burst of stale sids: each is answered 400 code 1 by a healthy node
+	const burst = 60
+	time.Sleep(time.Second) // the clients' last requests settle
+	beforeBurst := statsOf(t, survivors)
+	statuses := relStaleBurst(t, burst, "127.12.2")
+	afterBurst := statsOf(t, survivors)
+	health = relUpstreams(t)
+	t.Logf("stale-sid burst: statuses %v, \"Session ID unknown\" per node %d/%d, upstreams %+v", statuses,
+		afterBurst.PerNode[survivors[0].Name].UnknownSID()-beforeBurst.PerNode[survivors[0].Name].UnknownSID(),
+		afterBurst.PerNode[survivors[1].Name].UnknownSID()-beforeBurst.PerNode[survivors[1].Name].UnknownSID(), health)
+	if statuses[http.StatusBadRequest] != burst || afterBurst.UnknownSID-beforeBurst.UnknownSID < burst {
+		t.Errorf("burst of %d stale sids: statuses %v, %d \"Session ID unknown\" answers; want all 400 from the nodes", burst, statuses, afterBurst.UnknownSID-beforeBurst.UnknownSID)
+	}
+	for _, n := range survivors {
+		if afterBurst.PerNode[n.Name].UnknownSID() == beforeBurst.PerNode[n.Name].UnknownSID() {
+			t.Errorf("the burst never reached %s: the test does not show that it stays in rotation", n.Name)
 		}
-	})
+		if h := health[n.Dial()]; h.Fails != 0 {
+			t.Errorf("%s counts %d failures after answering stale sids", n.Name, h.Fails)
+		}
+	}
+	// and both healthy nodes still take new sessions
+	fresh := startClients(t, "--count", "20", "--transports", "polling",
+		"--local-address-range", "127.12.3.1-127.12.3.250", "--connect-timeout-ms", "15000").ResultWithin(time.Minute)
+	t.Logf("new sessions after the burst: connected %d, per node %v", fresh.Connected, fresh.PerNode)
+	if fresh.Connected != 20 || len(fresh.PerNode) != len(survivors) || fresh.PerNode[victim.Name] != 0 {
+		t.Errorf("new sessions after the burst: connected %d of 20, per node %v; want every surviving node", fresh.Connected, fresh.PerNode)
+	}
+}
+
+// nodeFailureWith400 is the second half of TestReliabilityNodeFailure:
+// with 400 in unhealthy_status, a burst of stale sids takes the healthy
+// nodes out of the pool.
+func nodeFailureWith400(t *testing.T, tester *caddytester.Tester, survivors []*sioNode) {
+	logPath, readLog := relLogFile(t, "400")
+	extra := strings.Replace(passiveHealth, "unhealthy_status 5xx", "unhealthy_status 400 5xx", 1)
+	loadConfig(t, tester, proxyConfig{Nodes: survivors, Handler: true, Policy: "socketio", Extra: extra, GlobalEx: relLogTo(logPath)}.Caddyfile())
+	if _, logged := relWaitFor(5*time.Second, 50*time.Millisecond, func() bool { return strings.Contains(readLog(), warn400) }); !logged {
+		t.Errorf("the policy did not warn %q at config load", warn400)
+	}
+	before := relUpstreams(t)
+	statuses := relStaleBurst(t, 60, "127.12.4")
+	health := relUpstreams(t)
+	handshakes := relHandshakes(t, 10, "127.12.5")
+	t.Logf("fails before the burst %+v; burst statuses %v; after it %+v; new handshakes %v", before, statuses, health, handshakes)
+	for _, n := range survivors {
+		if h := health[n.Dial()]; h.Fails == 0 {
+			t.Errorf("%s counts no failure after answering 400 with unhealthy_status 400", n.Name)
+		}
+	}
+	if handshakes[http.StatusOK] != 0 {
+		t.Errorf("new handshakes still reached a node: %v; with unhealthy_status 400 stale sids should have taken every node out", handshakes)
+	}
 }
 
 // relStaleBurst sends count polling requests with sids no node minted,
