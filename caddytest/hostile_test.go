@@ -74,6 +74,22 @@ func refusedWith(err string, status int) func(hostileEnv) []logWant {
 	}
 }
 
+// hostileRequest is a case of TestHostileClientRequests.
+type hostileRequest struct {
+	name    string
+	session bool // open a session (from another address) first
+	req     func(e hostileEnv) []byte
+	// next, if set, is pipelined after req on the same connection
+	// and must be answered with an open packet: reach, pinned and
+	// logs then cover both requests
+	next   func(e hostileEnv) []byte
+	status int
+	body   string // substring of the response body
+	reach  reach
+	pinned bool // the request is a real handshake: a new pin to the node reached
+	logs   func(e hostileEnv) []logWant
+}
+
 // TestHostileClientRequests sends malformed, ambiguous and malicious
 // requests through the socketio handler and policy in front of three
 // socket.io@4 nodes. Each case asserts the status, which node (if any)
@@ -93,20 +109,7 @@ func TestHostileClientRequests(t *testing.T) {
 	hugeHeader := "X-Junk: " + strings.Repeat("h", 1<<20+8<<10)
 	junk := func(n int) string { return "pad=" + strings.Repeat("j", n) }
 
-	cases := []struct {
-		name    string
-		session bool // open a session (from another address) first
-		req     func(e hostileEnv) []byte
-		// next, if set, is pipelined after req on the same connection
-		// and must be answered with an open packet: reach, pinned and
-		// logs then cover both requests
-		next   func(e hostileEnv) []byte
-		status int
-		body   string // substring of the response body
-		reach  reach
-		pinned bool // the request is a real handshake: a new pin to the node reached
-		logs   func(e hostileEnv) []logWant
-	}{
+	cases := []hostileRequest{
 		// sid values the handler refuses: ParseQuery rules
 		{name: "refused/sid 10 kB", req: func(e hostileEnv) []byte {
 			return request("GET", e.q("EIO=4&transport=polling&sid="+strings.Repeat("a", 10<<10)), nil, "")
@@ -294,91 +297,95 @@ func TestHostileClientRequests(t *testing.T) {
 	}
 
 	for i, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			e := hostileEnv{mark: fmt.Sprintf("hx=%d", i)}
-			ip := fmt.Sprintf("127.77.0.%d", i+1)
-			if tc.session {
-				e.sid, e.owner = openSession(t, nodes, fmt.Sprintf("127.77.1.%d", i+1))
-				// a client the hash would send elsewhere: only the pin
-				// can bring its requests to the owner
-				ip = addressAwayFrom(t, nodes, e.owner, i)
-			}
-			hashed := hashNode(nodes, ip)
-			beforeSeen := seenBy(t, nodes)
-			beforePins := pinsOf(t)
-			offset := clog.Offset(t)
-
-			var res, last rawResponse
-			if tc.next != nil {
-				both := rawPipeline(t, ip, append(tc.req(e), tc.next(e)...), 2)
-				res, last = both[0], both[1]
-				if last.Err != nil || last.Status != 200 || !bytes.HasPrefix(last.Body, []byte(`0{"sid":`)) {
-					t.Errorf("pipelined handshake: got %v, want 200 and an open packet", last)
-				}
-				if h := res.Header.Get("X-Sio-Node"); h != "" {
-					t.Errorf("refused request answered by X-Sio-Node %q", h)
-				}
-			} else {
-				res = rawExchange(t, ip, tc.req(e))
-				last = res
-			}
-
-			if res.Err != nil || res.Status != tc.status {
-				t.Errorf("got %v, want status %d", res, tc.status)
-			}
-			if tc.body != "" && !bytes.Contains(res.Body, []byte(tc.body)) {
-				t.Errorf("body %q does not contain %q", trim(res.Body), tc.body)
-			}
-			var want *sioNode
-			switch tc.reach {
-			case reachHash, reachHashParser:
-				want = hashed
-			case reachOwner:
-				want = e.owner
-			}
-			got := seenBy(t, nodes).delta(beforeSeen)
-			switch tc.reach {
-			case reachNone, reachHashParser:
-				if len(got) != 0 {
-					t.Errorf("nodes received %v, want none", got)
-				}
-			default:
-				if len(got) != 1 || got[want.Name] != 1 {
-					t.Errorf("nodes received %v, want exactly one request on %s (%s)", got, want.Name, tc.reach)
-				}
-			}
-			wantHeader := ""
-			if tc.reach == reachHash || tc.reach == reachOwner {
-				wantHeader = want.Name
-			}
-			if h := last.Header.Get("X-Sio-Node"); h != wantHeader {
-				t.Errorf("answered by X-Sio-Node %q, want %q", h, wantHeader)
-			}
-			afterPins := pinsOf(t)
-			checkPins(t, beforePins, afterPins, tc.pinned, want)
-
-			if tc.logs != nil {
-				wants := tc.logs(e)
-				if want != nil {
-					for j := range wants {
-						if wants[j].Fields["upstream"] == "{want}" {
-							wants[j].Fields["upstream"] = want.Dial()
-						}
-					}
-				}
-				clog.Await(t, offset, wants...)
-			} else {
-				// net/http answered on its own: nothing reached a handler
-				time.Sleep(200 * time.Millisecond)
-				for _, line := range clog.Since(t, offset) {
-					if line.Logger == logHandler || line.Logger == logPolicy || line.Logger == logProxy {
-						t.Errorf("a handler saw the request: %s", trim([]byte(line.Raw)))
-					}
-				}
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { checkHostileRequest(t, i, tc, nodes, clog) })
 	}
 	checkNoPanic(t, clog, logStart)
+}
+
+// checkHostileRequest sends case i of TestHostileClientRequests and checks
+// the answer, which nodes it reached, the pins and Caddy's log lines.
+func checkHostileRequest(t *testing.T, i int, tc hostileRequest, nodes []*sioNode, clog *caddyLog) {
+	e := hostileEnv{mark: fmt.Sprintf("hx=%d", i)}
+	ip := fmt.Sprintf("127.77.0.%d", i+1)
+	if tc.session {
+		e.sid, e.owner = openSession(t, nodes, fmt.Sprintf("127.77.1.%d", i+1))
+		// a client the hash would send elsewhere: only the pin
+		// can bring its requests to the owner
+		ip = addressAwayFrom(t, nodes, e.owner, i)
+	}
+	hashed := hashNode(nodes, ip)
+	beforeSeen := seenBy(t, nodes)
+	beforePins := pinsOf(t)
+	offset := clog.Offset(t)
+
+	var res, last rawResponse
+	if tc.next != nil {
+		both := rawPipeline(t, ip, append(tc.req(e), tc.next(e)...), 2)
+		res, last = both[0], both[1]
+		if last.Err != nil || last.Status != 200 || !bytes.HasPrefix(last.Body, []byte(`0{"sid":`)) {
+			t.Errorf("pipelined handshake: got %v, want 200 and an open packet", last)
+		}
+		if h := res.Header.Get("X-Sio-Node"); h != "" {
+			t.Errorf("refused request answered by X-Sio-Node %q", h)
+		}
+	} else {
+		res = rawExchange(t, ip, tc.req(e))
+		last = res
+	}
+
+	if res.Err != nil || res.Status != tc.status {
+		t.Errorf("got %v, want status %d", res, tc.status)
+	}
+	if tc.body != "" && !bytes.Contains(res.Body, []byte(tc.body)) {
+		t.Errorf("body %q does not contain %q", trim(res.Body), tc.body)
+	}
+	var want *sioNode
+	switch tc.reach {
+	case reachHash, reachHashParser:
+		want = hashed
+	case reachOwner:
+		want = e.owner
+	}
+	got := seenBy(t, nodes).delta(beforeSeen)
+	switch tc.reach {
+	case reachNone, reachHashParser:
+		if len(got) != 0 {
+			t.Errorf("nodes received %v, want none", got)
+		}
+	default:
+		if len(got) != 1 || got[want.Name] != 1 {
+			t.Errorf("nodes received %v, want exactly one request on %s (%s)", got, want.Name, tc.reach)
+		}
+	}
+	wantHeader := ""
+	if tc.reach == reachHash || tc.reach == reachOwner {
+		wantHeader = want.Name
+	}
+	if h := last.Header.Get("X-Sio-Node"); h != wantHeader {
+		t.Errorf("answered by X-Sio-Node %q, want %q", h, wantHeader)
+	}
+	afterPins := pinsOf(t)
+	checkPins(t, beforePins, afterPins, tc.pinned, want)
+
+	if tc.logs != nil {
+		wants := tc.logs(e)
+		if want != nil {
+			for j := range wants {
+				if wants[j].Fields["upstream"] == "{want}" {
+					wants[j].Fields["upstream"] = want.Dial()
+				}
+			}
+		}
+		clog.Await(t, offset, wants...)
+	} else {
+		// net/http answered on its own: nothing reached a handler
+		time.Sleep(200 * time.Millisecond)
+		for _, line := range clog.Since(t, offset) {
+			if line.Logger == logHandler || line.Logger == logPolicy || line.Logger == logProxy {
+				t.Errorf("a handler saw the request: %s", trim([]byte(line.Raw)))
+			}
+		}
+	}
 }
 
 // routed are the log lines of a request the policy routed (route "new",
