@@ -63,32 +63,7 @@ func TestReliabilityPoolChangesThroughAdminAPI(t *testing.T) {
 	}
 	start := time.Now()
 
-	// add a fourth upstream: POST to an array appends to it
-	relAdmin(t, http.MethodPost, proxy+"/upstreams", map[string]string{"dial": nodes[3].Dial()})
-	if dials := relUpstreamDials(t, proxy); len(dials) != 4 {
-		t.Fatalf("upstreams after the addition: %v", dials)
-	}
-	added := time.Now()
-	time.Sleep(3 * time.Second)
-	pinsAdded := pinsOf(t)
-
-	// delete the original upstream holding the most sessions
-	removed := nodes[0]
-	for _, n := range nodes[1:3] {
-		if pinsAdded.ByUpstream[n.Dial()] > pinsAdded.ByUpstream[removed.Dial()] {
-			removed = n
-		}
-	}
-	idx := slices.Index(relUpstreamDials(t, proxy), removed.Dial())
-	deleting := time.Now()
-	relAdmin(t, http.MethodDelete, fmt.Sprintf("%s/upstreams/%d", proxy, idx), nil)
-	deleted := time.Now()
-	pinsRemoved := pinsOf(t)
-	if dials := relUpstreamDials(t, proxy); len(dials) != 3 || slices.Contains(dials, removed.Dial()) {
-		t.Fatalf("upstreams after the deletion: %v", dials)
-	}
-	t.Logf("added %s at +%s, removed %s (%s) at +%s (the DELETE took %s)", nodes[3].Dial(), added.Sub(start),
-		removed.Name, removed.Dial(), deleting.Sub(start), deleted.Sub(deleting))
+	removed, pinsAdded, pinsRemoved, deleting := changePool(t, proxy, nodes, start)
 
 	// read the counters before the hold ends: when it does, the clients
 	// close their sessions and requests still on the way may be refused
@@ -150,44 +125,7 @@ func TestReliabilityPoolChangesThroughAdminAPI(t *testing.T) {
 	// Caddy's answer reads "(400)", "(503)") may cut any session once per
 	// reload; it then reconnects like the others, possibly to the node
 	// about to be removed.
-	var refused, windowed, resets, removedReset int
-	for i, c := range res.Clients {
-		errs := refusals[i]
-		var r int
-		for _, d := range c.Disconnects {
-			if strings.HasSuffix(d, "error (0)") {
-				r++
-			}
-		}
-		resets += r
-		ended := len(c.Disconnects) - r // sessions ended by an HTTP answer
-		mayBeRemoved := c.Node == removed.Name || r > 0
-		switch {
-		case ended > 1 || (ended == 1 && !mayBeRemoved):
-			t.Errorf("client %d (on %s): disconnects %v, Caddy's answers %+v: a session of a remaining node ended", i, c.Node, c.Disconnects, errs)
-		case ended == 1 && len(errs) > 0:
-			refused++ // by its tombstone
-		case ended == 1:
-			windowed++ // before the clean-up made it a tombstone
-		case c.Node == removed.Name:
-			removedReset++ // ended by a reset, before its tombstone was asked
-		}
-		for _, e := range errs {
-			if !mayBeRemoved || e.Status != http.StatusServiceUnavailable || e.At.Before(deleting) {
-				t.Errorf("client %d (on %s) was answered %d %q by Caddy at +%s", i, c.Node, e.Status, e.Msg, e.At.Sub(start))
-			}
-		}
-		switch {
-		case c.Reconnects != len(c.Disconnects):
-			t.Errorf("client %d (on %s): %d reconnects for disconnects %v", i, c.Node, c.Reconnects, c.Disconnects)
-		case c.Node == removed.Name && (len(c.Disconnects) == 0 || c.FinalNode() == removed.Name):
-			t.Errorf("client %d (on the removed node): final node %s, disconnects %v", i, c.FinalNode(), c.Disconnects)
-		case c.Node != removed.Name && r == 0 && c.FinalNode() != c.Node:
-			t.Errorf("client %d (on %s) moved to %s", i, c.Node, c.FinalNode())
-		case r > 0:
-			t.Logf("client %d (on %s) lost a request to a connection reset: %v, now on %s", i, c.Node, c.Disconnects, c.FinalNode())
-		}
-	}
+	refused, windowed, resets, removedReset := classifyPoolChangeClients(t, res, refusals, removed, deleting, start)
 	t.Logf("of the removed node's %d sessions, %d were refused by Caddy (503), %d ended otherwise, %d by a connection reset; %d sessions lost a request to a connection reset at a reload",
 		onRemoved, refused, windowed, removedReset, resets)
 	if unknownElsewhere > 0 {
@@ -236,6 +174,89 @@ func TestReliabilityPoolChangesThroughAdminAPI(t *testing.T) {
 	if res.PerNodeAtEnd[removed.Name] != 0 {
 		t.Errorf("sessions on the removed node at the end: %v", res.PerNodeAtEnd)
 	}
+}
+
+// changePool is the pool change of TestReliabilityPoolChangesThroughAdminAPI:
+// it adds nodes[3] through the admin API, then deletes the original
+// upstream holding the most sessions, and returns it, the pins after each
+// change, and when the deletion started.
+func changePool(t *testing.T, proxy string, nodes []*sioNode, start time.Time) (removed *sioNode, pinsAdded, pinsRemoved pinReport, deleting time.Time) {
+	t.Helper()
+	// add a fourth upstream: POST to an array appends to it
+	relAdmin(t, http.MethodPost, proxy+"/upstreams", map[string]string{"dial": nodes[3].Dial()})
+	if dials := relUpstreamDials(t, proxy); len(dials) != 4 {
+		t.Fatalf("upstreams after the addition: %v", dials)
+	}
+	added := time.Now()
+	time.Sleep(3 * time.Second)
+	pinsAdded = pinsOf(t)
+
+	// delete the original upstream holding the most sessions
+	removed = nodes[0]
+	for _, n := range nodes[1:3] {
+		if pinsAdded.ByUpstream[n.Dial()] > pinsAdded.ByUpstream[removed.Dial()] {
+			removed = n
+		}
+	}
+	idx := slices.Index(relUpstreamDials(t, proxy), removed.Dial())
+	deleting = time.Now()
+	relAdmin(t, http.MethodDelete, fmt.Sprintf("%s/upstreams/%d", proxy, idx), nil)
+	deleted := time.Now()
+	pinsRemoved = pinsOf(t)
+	if dials := relUpstreamDials(t, proxy); len(dials) != 3 || slices.Contains(dials, removed.Dial()) {
+		t.Fatalf("upstreams after the deletion: %v", dials)
+	}
+	t.Logf("added %s at +%s, removed %s (%s) at +%s (the DELETE took %s)", nodes[3].Dial(), added.Sub(start),
+		removed.Name, removed.Dial(), deleting.Sub(start), deleted.Sub(deleting))
+	return removed, pinsAdded, pinsRemoved, deleting
+}
+
+// classifyPoolChangeClients checks each client of
+// TestReliabilityPoolChangesThroughAdminAPI: every session of the removed
+// node ended once and came back on a live node, every other session kept
+// its node, and Caddy answered only the removed node's sessions (503,
+// after the deletion). It counts the removed node's sessions refused by
+// Caddy, those ended otherwise, and the connection resets of the reloads.
+func classifyPoolChangeClients(t *testing.T, res clientResult, refusals map[int][]relErrorAnswer, removed *sioNode, deleting, start time.Time) (refused, windowed, resets, removedReset int) {
+	t.Helper()
+	for i, c := range res.Clients {
+		errs := refusals[i]
+		var r int
+		for _, d := range c.Disconnects {
+			if strings.HasSuffix(d, "error (0)") {
+				r++
+			}
+		}
+		resets += r
+		ended := len(c.Disconnects) - r // sessions ended by an HTTP answer
+		mayBeRemoved := c.Node == removed.Name || r > 0
+		switch {
+		case ended > 1 || (ended == 1 && !mayBeRemoved):
+			t.Errorf("client %d (on %s): disconnects %v, Caddy's answers %+v: a session of a remaining node ended", i, c.Node, c.Disconnects, errs)
+		case ended == 1 && len(errs) > 0:
+			refused++ // by its tombstone
+		case ended == 1:
+			windowed++ // before the clean-up made it a tombstone
+		case c.Node == removed.Name:
+			removedReset++ // ended by a reset, before its tombstone was asked
+		}
+		for _, e := range errs {
+			if !mayBeRemoved || e.Status != http.StatusServiceUnavailable || e.At.Before(deleting) {
+				t.Errorf("client %d (on %s) was answered %d %q by Caddy at +%s", i, c.Node, e.Status, e.Msg, e.At.Sub(start))
+			}
+		}
+		switch {
+		case c.Reconnects != len(c.Disconnects):
+			t.Errorf("client %d (on %s): %d reconnects for disconnects %v", i, c.Node, c.Reconnects, c.Disconnects)
+		case c.Node == removed.Name && (len(c.Disconnects) == 0 || c.FinalNode() == removed.Name):
+			t.Errorf("client %d (on the removed node): final node %s, disconnects %v", i, c.FinalNode(), c.Disconnects)
+		case c.Node != removed.Name && r == 0 && c.FinalNode() != c.Node:
+			t.Errorf("client %d (on %s) moved to %s", i, c.Node, c.FinalNode())
+		case r > 0:
+			t.Logf("client %d (on %s) lost a request to a connection reset: %v, now on %s", i, c.Node, c.Disconnects, c.FinalNode())
+		}
+	}
+	return refused, windowed, resets, removedReset
 }
 
 // passiveHealth is the health-check setup the README recommends: a node
