@@ -29,7 +29,7 @@ import (
 //     takes at least 20 %;
 //   - the second instance restarted (drained, stopped, started) under live
 //     sessions: none breaks, and it reads their pins from Redis;
-//   - Redis killed under live sessions: none breaks, new sessions connect
+//   - Redis killed under 200 live sessions: none breaks, new sessions connect
 //     (placed by client-IP hash, which every instance computes alike), and
 //     after Redis is back new sessions are placed by the fallback again.
 func TestSharedStore(t *testing.T) {
@@ -161,10 +161,10 @@ func TestSharedStore(t *testing.T) {
 
 	t.Run("redis killed under live sessions", func(t *testing.T) {
 		before := statsOf(t, nodes)
-		held := startClients(t, "--url", front.URL, "--count", "150", "--local-address-range", "127.6.3.1-127.6.3.250",
+		held := startClients(t, "--url", front.URL, "--count", "200", "--local-address-range", "127.6.3.1-127.6.3.250",
 			"--transports", "polling", "--hold-ms", "12000", "--echo-interval-ms", "500", "--connect-timeout-ms", "5000")
-		if r := held.Ready(); r.Connected != 150 {
-			t.Fatalf("connected %d of 150 before the outage", r.Connected)
+		if r := held.Ready(); r.Connected != 200 {
+			t.Fatalf("connected %d of 200 before the outage", r.Connected)
 		}
 		time.Sleep(2 * time.Second)
 		redisSrv.Stop()
@@ -183,8 +183,8 @@ func TestSharedStore(t *testing.T) {
 		redisSrv.Restart()
 		waitShared(t, "every instance reaches Redis again", true, b, c)
 		res := held.Result()
-		if res.DisconnectsDuringHold.Count != 0 || res.EchoFailed != 0 || res.AliveAtEnd != 150 {
-			t.Errorf("sessions broken by the outage: %d disconnects %v, echo failed %d, alive at end %d of 150",
+		if res.DisconnectsDuringHold.Count != 0 || res.EchoFailed != 0 || res.AliveAtEnd != 200 {
+			t.Errorf("sessions broken by the outage: %d disconnects %v, echo failed %d, alive at end %d of 200",
 				res.DisconnectsDuringHold.Count, res.DisconnectsDuringHold.Reasons, res.EchoFailed, res.AliveAtEnd)
 		}
 
