@@ -1,9 +1,11 @@
 package caddytest
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,12 +33,17 @@ import (
 //     sessions: none breaks, and it reads their pins from Redis;
 //   - Redis killed under 200 live sessions: none breaks, new sessions connect
 //     (placed by client-IP hash, which every instance computes alike), and
-//     after Redis is back new sessions are placed by the fallback again.
+//     after Redis is back new sessions are placed by the fallback again;
+//   - a fourth node added, then one of the three removed, through each
+//     instance's admin API in turn (drained first, the shared drain) under
+//     60 live sessions: none breaks but the removed node's, each of which
+//     reconnects once (sharedPoolChange).
 func TestSharedStore(t *testing.T) {
 	requireNode(t)
 	redisSrv := redistest.Start(t, "")
-	nodes := startCluster(t, 3, crowdedPing)
-	pool := nodes
+	// the fourth node joins the instances' pool in the last subtest
+	nodes := startCluster(t, 4, crowdedPing)
+	pool := nodes[:3]
 	tester := caddytester.NewTester(t)
 
 	health := t.TempDir()
@@ -199,6 +206,10 @@ func TestSharedStore(t *testing.T) {
 		checkNoMisroutedRequests(t, "outage", before, statsOf(t, nodes))
 		t.Logf("held sessions: %d echo ok; during: %v; after: %v; B: %+v", res.EchoOK, during.PerNode, back.PerNode, *b.Sessions(t).Shared)
 	})
+
+	t.Run("pool changed through each instance's admin API", func(t *testing.T) {
+		sharedPoolChange(t, front, pool, nodes[3], b, c)
+	})
 }
 
 // checkSessionsWorked fails the test unless every client connected (and
@@ -311,4 +322,131 @@ func TestSharedStorePassword(t *testing.T) {
 			t.Fatalf("Redis reachable with a wrong password: %+v", r.Shared)
 		}
 	})
+}
+
+// sharedPoolChange adds spare to the pool of every instance and removes
+// one of pool's nodes, through each instance's admin API in turn, as
+// docs/deploying.md says, under 60 live polling sessions that reconnect
+// when they break:
+//
+//   - to add: drain spare's address through one instance (the drain is
+//     shared), add it to each instance's reverse_proxy (a POST to its
+//     upstreams, one instance after the other), undrain it. While one
+//     instance routes to it and the others do not, new sessions work and
+//     none is placed on it; undrained, it takes new sessions;
+//   - to remove: drain the node holding the most sessions through another
+//     instance, delete it from each instance's upstreams in turn.
+//
+// No session breaks but the removed node's, and each of those reconnects
+// once, onto a node that stays.
+func sharedPoolChange(t *testing.T, front *caddyFront, pool []*sioNode, spare *sioNode, procs ...*caddyProcess) {
+	admins := []int{adminPort}
+	for _, p := range procs {
+		admins = append(admins, p.AdminPort)
+	}
+	drain := func(admin int, action, dial string) {
+		t.Helper()
+		relAdminAt(t, admin, http.MethodPost, "/socketio/upstreams/"+action, map[string]string{"address": dial})
+		time.Sleep(1500 * time.Millisecond) // every instance reads the shared drain set each second
+	}
+	const n = 60
+	held := startClients(t, "--url", front.URL, "--count", fmt.Sprint(n), "--local-address-range", "127.6.8.1-127.6.8.250",
+		"--transports", "polling", "--reconnect", "--hold-ms", "35000", "--echo-interval-ms", "1000",
+		"--echo-timeout-ms", "8000", "--connect-timeout-ms", "10000")
+	if r := held.Ready(); r.Connected != n {
+		t.Fatalf("connected %d of %d before the pool changes", r.Connected, n)
+	}
+	readyAt := time.Now()
+
+	// add spare, drained
+	drain(admins[0], "drain", spare.Dial())
+	for i, admin := range admins {
+		proxy := relProxyPathAt(t, admin)
+		relAdminAt(t, admin, http.MethodPost, proxy+"/upstreams", map[string]string{"dial": spare.Dial()})
+		if dials := relUpstreamDialsAt(t, admin, proxy); !slices.Contains(dials, spare.Dial()) {
+			t.Fatalf("instance %d's upstreams after the addition: %v", i, dials)
+		}
+		if i == 0 {
+			// one instance routes to spare, the others do not yet
+			mid := runClients(t, "--url", front.URL, "--count", "20", "--local-address-range", "127.6.9.1-127.6.9.250",
+				"--transports", "polling", "--hold-ms", "1500", "--echo-interval-ms", "500", "--connect-timeout-ms", "10000")
+			checkSessionsWorked(t, mid, 20, false)
+			if mid.PerNode[spare.Name] != 0 {
+				t.Errorf("while only one instance routed to the drained %s, new sessions went %v", spare.Name, mid.PerNode)
+			}
+			t.Logf("spare added to one instance: new sessions per node %v", mid.PerNode)
+		}
+		time.Sleep(time.Second)
+	}
+	drain(admins[1], "undrain", spare.Dial())
+	added := runClients(t, "--url", front.URL, "--count", "30", "--local-address-range", "127.6.10.1-127.6.10.250",
+		"--transports", "polling", "--hold-ms", "1500", "--echo-interval-ms", "500", "--connect-timeout-ms", "10000")
+	checkSessionsWorked(t, added, 30, false)
+	if added.PerNode[spare.Name] == 0 {
+		t.Errorf("undrained on every instance, %s got none of 30 new sessions: %v", spare.Name, added.PerNode)
+	}
+	t.Logf("spare undrained: new sessions per node %v (+%s)", added.PerNode, time.Since(readyAt).Round(time.Millisecond))
+
+	// remove the node holding the most held sessions
+	var ups struct {
+		Upstreams []upstreamEntry `json:"upstreams"`
+	}
+	if err := json.Unmarshal(relAdminAt(t, admins[0], http.MethodGet, "/socketio/upstreams", nil), &ups); err != nil {
+		t.Fatal(err)
+	}
+	sessions := map[string]int{}
+	for _, u := range ups.Upstreams {
+		sessions[u.Address] = u.Sessions
+	}
+	removed := pool[0]
+	for _, node := range pool {
+		if sessions[node.Dial()] > sessions[removed.Dial()] {
+			removed = node
+		}
+	}
+	drain(admins[2], "drain", removed.Dial())
+	for i, admin := range admins {
+		proxy := relProxyPathAt(t, admin)
+		idx := slices.Index(relUpstreamDialsAt(t, admin, proxy), removed.Dial())
+		if idx < 0 {
+			t.Fatalf("instance %d does not route to %s", i, removed.Dial())
+		}
+		relAdminAt(t, admin, http.MethodDelete, fmt.Sprintf("%s/upstreams/%d", proxy, idx), nil)
+		time.Sleep(time.Second)
+	}
+	removedAt := time.Since(readyAt)
+	drain(admins[0], "undrain", removed.Dial()) // no instance routes to it any more
+	res := held.Result()
+
+	var onRemoved int
+	for i, c := range res.Clients {
+		if c.Node == removed.Name {
+			onRemoved++
+			if len(c.Disconnects) != 1 || c.Reconnects != 1 || c.FinalNode() == removed.Name {
+				t.Errorf("client %d (on the removed %s): disconnects %v, reconnects %d, now on %s: want one reconnect onto another node",
+					i, removed.Name, c.Disconnects, c.Reconnects, c.FinalNode())
+			}
+		} else if len(c.Disconnects) != 0 || c.Reconnects != 0 || c.FinalNode() != c.Node {
+			t.Errorf("client %d (on %s): disconnects %v, reconnects %d, now on %s: a session of a remaining node broke",
+				i, c.Node, c.Disconnects, c.Reconnects, c.FinalNode())
+		}
+	}
+	t.Logf("held sessions per node %v, at the end %v; removed %s (%d sessions) by +%s; disconnects %d %v, reconnects %d; echo ok %d, failed %d %v",
+		res.PerNode, res.PerNodeAtEnd, removed.Name, onRemoved, removedAt.Round(time.Millisecond), res.DisconnectsDuringHold.Count,
+		res.DisconnectsDuringHold.Reasons, res.Reconnects, res.EchoOK, res.EchoFailed, res.EchoErrors)
+	if onRemoved == 0 {
+		t.Error("no held session was on the removed node: the test proves nothing")
+	}
+	if res.AliveAtEnd != n || res.PerNodeAtEnd[removed.Name] != 0 {
+		t.Errorf("alive at the end %d of %d, per node %v", res.AliveAtEnd, n, res.PerNodeAtEnd)
+	}
+	if res.EchoNodeMismatch != 0 {
+		t.Errorf("%d echoes answered by a node other than the session's", res.EchoNodeMismatch)
+	}
+	// an echo waiting when its session broke fails with it
+	for msg, k := range res.EchoErrors {
+		if msg != "socket has been disconnected" {
+			t.Errorf("%d echoes failed with %q", k, msg)
+		}
+	}
 }
