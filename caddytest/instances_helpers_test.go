@@ -249,8 +249,9 @@ func startFront(t testing.TB, healthDir string, backends ...string) *caddyFront 
 }
 
 // frontCaddyfile is the front's configuration: only standard modules.
-// Dial errors (an instance stopped before its health check failed) are
-// retried on the next instance for up to lb_try_duration; idle
+// Dial and transport errors (an instance stopped before its health check
+// failed, or reloading) are retried on the next instance for up to
+// lb_try_duration; idle
 // connections to the instances are kept, so that the front seldom opens
 // a new one.
 func frontCaddyfile(adminPort, httpPort int, backends []string) string {
@@ -265,6 +266,17 @@ http://127.0.0.1:%d {
 	reverse_proxy %s {
 		lb_policy round_robin
 		lb_try_duration 2s
+		# a reload of an instance (a pool change through its admin API)
+		# closes its idle connections, and a request the front is just
+		# sending on one fails midway ("broken pipe"): retry POSTs on the
+		# next instance too (GETs are retried by default), their bodies
+		# buffered so that they can be sent again. A POST whose answer
+		# was lost after the instance passed it on is sent twice, as
+		# with any balancer that retries it.
+		request_buffers 1MB
+		lb_retry_match {
+			method GET POST
+		}
 		health_uri /__health
 		health_interval %s
 		health_timeout 2s
