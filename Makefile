@@ -10,6 +10,9 @@
 #   make build     Caddy with this plugin, built by xcaddy into bin/caddy
 #   make example   the example cluster: 3 socket.io nodes behind Caddy, and clients
 #                  (examples/cluster/run.sh)
+#   make example-ha  several Caddy instances sharing pins through Redis: redis-server,
+#                  3 instances behind a stock-Caddy round-robin front, 3 nodes, clients
+#                  (examples/ha/run.sh)
 #   make soak      bounded soak: SOAK_SESSIONS clients (default 500) for SOAK_SECONDS
 #                  (default 120) through Caddy, with a reload and a node restart
 #                  (bench/soak.sh; results in bench/out/)
@@ -32,7 +35,7 @@ FUZZTIME ?= 500000x
 # staticcheck v0.7.0 and v0.8.2 both run on Go 1.26 here; pinned for repeatable lint
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: help test lint fuzz build example soak bench e2e scale scale-h2 clean node_modules test-deps
+.PHONY: help test lint fuzz build example example-ha soak bench e2e scale scale-h2 clean node_modules test-deps
 
 help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
@@ -56,8 +59,8 @@ lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	@echo "bash -n / node --check (scripts)"; \
-	for f in scripts/*.sh examples/cluster/run.sh bench/*.sh .ci/run; do bash -n "$$f"; done; \
-	for f in examples/cluster/*.js caddytest/testdata/*.js bench/*.js; do node --check "$$f"; done
+	for f in scripts/*.sh examples/cluster/run.sh examples/ha/run.sh bench/*.sh .ci/run; do bash -n "$$f"; done; \
+	for f in examples/cluster/*.js examples/ha/*.js caddytest/testdata/*.js bench/*.js; do node --check "$$f"; done
 
 fuzz:
 	@FUZZTIME='$(FUZZTIME)' scripts/fuzz.sh
@@ -67,6 +70,9 @@ build:
 
 example:
 	@examples/cluster/run.sh
+
+example-ha:
+	@examples/ha/run.sh
 
 SOAK_SECONDS ?= 120
 SOAK_SESSIONS ?= 500

@@ -6,14 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -215,61 +212,103 @@ func sessionsAt(t testing.TB, adminPort int) sessionsReport {
 	return r
 }
 
-// roundRobinFront is the load balancer in front of the Caddy instances:
-// it sends every request (every poll, POST and upgrade) to the next
-// instance in turn, the harshest spread there is, and says who the client
-// is in X-Forwarded-For (the instances trust 127.0.0.1).
-type roundRobinFront struct {
-	URL      string
-	next     atomic.Uint64
-	backends []*url.URL
-	served   []atomic.Int64
-	drained  []atomic.Bool
-	srv      *http.Server
+// caddyFront is the load balancer in front of the Caddy instances: a
+// stock Caddy (a process of the test's binary, whose configuration uses
+// only standard modules) whose reverse_proxy sends every request (every
+// poll, POST and upgrade) to the next instance in turn (`lb_policy
+// round_robin`), the harshest spread there is. Caddy's reverse_proxy
+// sets X-Forwarded-For to the client's address itself (the client is not
+// a trusted proxy of the front), and the instances trust 127.0.0.1, the
+// front's address.
+//
+// It takes an instance out of the rotation as a cloud balancer does, by
+// an active health check: each instance answers /__health with 503 while
+// the file drained-<its HTTP port> exists in the health directory (see
+// instanceCaddyfile).
+type caddyFront struct {
+	*caddyProcess
+	URL       string
+	healthDir string
+	backends  []string
 }
 
-// Drain stops (or, with false, resumes) sending requests to backend i, as
-// a load balancer does with an instance being restarted.
-func (f *roundRobinFront) Drain(i int, drained bool) { f.drained[i].Store(drained) }
+// frontHealthInterval is how often the front checks each instance.
+const frontHealthInterval = 200 * time.Millisecond
 
-func startFront(t testing.TB, backends ...string) *roundRobinFront {
+// startFront starts the front before backends (host:port of the
+// instances' sites), whose health answers depend on the files in
+// healthDir.
+func startFront(t testing.TB, healthDir string, backends ...string) *caddyFront {
 	t.Helper()
-	f := &roundRobinFront{served: make([]atomic.Int64, len(backends)), drained: make([]atomic.Bool, len(backends))}
-	for _, b := range backends {
-		f.backends = append(f.backends, &url.URL{Scheme: "http", Host: b})
-	}
-	proxy := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			i := int(f.next.Add(1)-1) % len(f.backends)
-			for k := 0; k < len(f.backends) && f.drained[i].Load(); k++ {
-				i = (i + 1) % len(f.backends)
-			}
-			f.served[i].Add(1)
-			pr.SetURL(f.backends[i])
-			pr.Out.Host = pr.In.Host
-			pr.SetXForwarded()
-		},
-		Transport:     &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 30 * time.Second},
-		FlushInterval: -1,
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.URL = "http://" + l.Addr().String()
-	f.srv = &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = f.srv.Serve(l) }()
-	t.Cleanup(func() { _ = f.srv.Close() })
+	f := &caddyFront{healthDir: healthDir, backends: backends}
+	f.caddyProcess = startCaddyProcess(t, "front", func(adminPort, httpPort int) string {
+		return frontCaddyfile(adminPort, httpPort, backends)
+	})
+	f.URL = "http://" + f.Addr()
 	return f
 }
 
-// Served returns how many requests each backend got.
-func (f *roundRobinFront) Served() []int64 {
-	out := make([]int64, len(f.served))
-	for i := range f.served {
-		out[i] = f.served[i].Load()
+// frontCaddyfile is the front's configuration: only standard modules.
+// Dial and transport errors (an instance stopped before its health check
+// failed, or reloading) are retried on the next instance for up to
+// lb_try_duration; idle
+// connections to the instances are kept, so that the front seldom opens
+// a new one.
+func frontCaddyfile(adminPort, httpPort int, backends []string) string {
+	return fmt.Sprintf(`{
+	admin localhost:%d
+	http_port %d
+	https_port %d
+	auto_https off
+	grace_period 5s
+}
+http://127.0.0.1:%d {
+	reverse_proxy %s {
+		lb_policy round_robin
+		lb_try_duration 2s
+		# a reload of an instance (a pool change through its admin API)
+		# closes its idle connections, and a request the front is just
+		# sending on one fails midway ("broken pipe"): retry POSTs on the
+		# next instance too (GETs are retried by default), their bodies
+		# buffered so that they can be sent again. A POST whose answer
+		# was lost after the instance passed it on is sent twice, as
+		# with any balancer that retries it.
+		request_buffers 1MB
+		lb_retry_match {
+			method GET POST
+		}
+		health_uri /__health
+		health_interval %s
+		health_timeout 2s
+		flush_interval -1
+		transport http {
+			keepalive 30s
+			keepalive_idle_conns_per_host 512
+		}
 	}
-	return out
+}
+`, adminPort, httpPort, httpPort+363, httpPort, strings.Join(backends, " "), frontHealthInterval)
+}
+
+// Drain takes backend i out of the front's rotation (or, with false,
+// puts it back), as a load balancer does with an instance being
+// restarted, and waits until the front's health check has noticed.
+func (f *caddyFront) Drain(i int, drained bool) {
+	f.t.Helper()
+	_, port, err := net.SplitHostPort(f.backends[i])
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	flag := filepath.Join(f.healthDir, "drained-"+port)
+	if drained {
+		err = os.WriteFile(flag, nil, 0o600)
+	} else {
+		err = os.Remove(flag)
+	}
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	time.Sleep(3 * frontHealthInterval)
 }
 
 // freeTCPPort returns a TCP port free on 127.0.0.1 right now.
@@ -285,9 +324,11 @@ func freeTCPPort(t testing.TB) int {
 
 // instanceCaddyfile is the Caddyfile of one instance: the socketio
 // handler and policy (fallback least_conn) in front of nodes, trusting the
-// front's X-Forwarded-For, with global (e.g. the socketio option) added.
+// front's X-Forwarded-For, with global (e.g. the socketio option) added,
+// and /__health for the front (503 while healthDir holds
+// drained-<httpPort>).
 // Idle connections to the nodes are closed before the nodes close them.
-func instanceCaddyfile(adminPort, httpPort int, nodes []*sioNode, global string) string {
+func instanceCaddyfile(adminPort, httpPort int, nodes []*sioNode, global, healthDir string) string {
 	dials := make([]string, len(nodes))
 	for i, n := range nodes {
 		dials[i] = n.Dial()
@@ -304,19 +345,30 @@ func instanceCaddyfile(adminPort, httpPort int, nodes []*sioNode, global string)
 %s
 }
 http://127.0.0.1:%d {
-	socketio
-	reverse_proxy %s {
-		lb_policy socketio {
-			fallback least_conn
+	# the front's health check: 503 while the test drains this instance
+	handle /__health {
+		@drained file {
+			root %s
+			try_files /drained-%d
 		}
-		# below Node's keepAliveTimeout (5s): a POST on a connection
-		# the node is closing fails with 502, and POSTs are not retried
-		transport http {
-			keepalive 3s
+		respond @drained 503
+		respond 200
+	}
+	handle {
+		socketio
+		reverse_proxy %s {
+			lb_policy socketio {
+				fallback least_conn
+			}
+			# below Node's keepAliveTimeout (5s): a POST on a connection
+			# the node is closing fails with 502, and POSTs are not retried
+			transport http {
+				keepalive 3s
+			}
 		}
 	}
 }
-`, adminPort, httpPort, httpPort+363, global, httpPort, strings.Join(dials, " "))
+`, adminPort, httpPort, httpPort+363, global, httpPort, healthDir, httpPort, strings.Join(dials, " "))
 }
 
 // redisOption is the socketio global option for a Redis store. Its

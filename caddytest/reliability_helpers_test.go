@@ -65,6 +65,12 @@ func relWaitFor(timeout, interval time.Duration, cond func() bool) (time.Duratio
 
 func relAdmin(t testing.TB, method, path string, body any) []byte {
 	t.Helper()
+	return relAdminAt(t, adminPort, method, path, body)
+}
+
+// relAdminAt is relAdmin for the Caddy whose admin API listens on port.
+func relAdminAt(t testing.TB, port int, method, path string, body any) []byte {
+	t.Helper()
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -73,7 +79,7 @@ func relAdmin(t testing.TB, method, path string, body any) []byte {
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, fmt.Sprintf("http://localhost:%d%s", adminPort, path), rd)
+	req, err := http.NewRequest(method, fmt.Sprintf("http://localhost:%d%s", port, path), rd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,8 +104,15 @@ func relAdmin(t testing.TB, method, path string, body any) []byte {
 // /config/apps/http/servers/srv0/routes/0/handle/0/routes/0/handle/1.
 func relProxyPath(t testing.TB) string {
 	t.Helper()
+	return relProxyPathAt(t, adminPort)
+}
+
+// relProxyPathAt is relProxyPath for the Caddy whose admin API listens on
+// port.
+func relProxyPathAt(t testing.TB, port int) string {
+	t.Helper()
 	var cfg any
-	if err := json.Unmarshal(relAdmin(t, http.MethodGet, "/config/", nil), &cfg); err != nil {
+	if err := json.Unmarshal(relAdminAt(t, port, http.MethodGet, "/config/", nil), &cfg); err != nil {
 		t.Fatalf("decoding /config/: %v", err)
 	}
 	var found []string
@@ -129,10 +142,17 @@ func relProxyPath(t testing.TB) string {
 // relUpstreamDials returns the dial addresses of the reverse_proxy at path.
 func relUpstreamDials(t testing.TB, path string) []string {
 	t.Helper()
+	return relUpstreamDialsAt(t, adminPort, path)
+}
+
+// relUpstreamDialsAt is relUpstreamDials for the Caddy whose admin API
+// listens on port.
+func relUpstreamDialsAt(t testing.TB, port int, path string) []string {
+	t.Helper()
 	var ups []struct {
 		Dial string `json:"dial"`
 	}
-	if err := json.Unmarshal(relAdmin(t, http.MethodGet, path+"/upstreams", nil), &ups); err != nil {
+	if err := json.Unmarshal(relAdminAt(t, port, http.MethodGet, path+"/upstreams", nil), &ups); err != nil {
 		t.Fatal(err)
 	}
 	dials := make([]string, len(ups))

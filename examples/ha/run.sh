@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# run.sh - several Caddy instances sharing their pins through Redis, end to
+# end, on one machine (loopback only, free ports chosen at start):
+#   1. npm ci in the repository root (if node_modules is missing or stale)
+#   2. build Caddy with this plugin into bin/caddy (skipped when up to date)
+#   3. start redis-server (no persistence, its own temporary directory)
+#   4. start three Socket.IO nodes (examples/cluster/server.js)
+#   5. start three Caddy instances (caddy-a, caddy-b, caddy-c) with the
+#      socketio handler, `lb_policy socketio { fallback least_conn }` and the
+#      shared `redis` store, each logging its requests
+#   6. start a front: Caddy with only standard modules, `reverse_proxy` with
+#      `lb_policy round_robin` to the three instances (every request of a
+#      session may reach another instance)
+#   7. connect one client, then CLIENTS clients at once, through the front
+#      (examples/cluster/client.js), and print which instance served which
+#      request of each session
+#   8. stop everything it started (by pid)
+# Exit status: 0 when every client connected and upgraded to WebSocket.
+#
+# Works from any directory:  examples/ha/run.sh   (or: make example-ha)
+# Environment: CLIENTS (default 30; 0 skips the many-clients run),
+#              KEEP_LOGS=1 keeps the log directory.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+
+CLIENTS="${CLIENTS:-30}"
+CADDY="$ROOT/bin/caddy"
+INSTANCES=(caddy-a caddy-b caddy-c)
+
+say() { printf '\n==> %s\n' "$*"; }
+die() {
+	printf 'run.sh: error: %s\n' "$*" >&2
+	exit 1
+}
+
+[[ "$CLIENTS" =~ ^[0-9]+$ ]] || die "CLIENTS must be a number, got '$CLIENTS'"
+for tool in node npm go curl redis-server redis-cli; do
+	command -v "$tool" >/dev/null 2>&1 || die "$tool is not on PATH (redis-server: apt-get install redis-server)"
+done
+
+LOGDIR="$(mktemp -d "${TMPDIR:-/tmp}/caddy-socketio-ha.XXXXXX")"
+PIDS=()  # every process this script started, by pid
+NAMES=() # and what it is, for messages
+
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+cleanup() {
+	local status=$?
+	trap - EXIT INT TERM
+	local i pid
+	for i in "${!PIDS[@]}"; do
+		kill -TERM "${PIDS[$i]}" 2>/dev/null || true
+	done
+	# wait up to 10 s for each to exit, then force
+	for i in "${!PIDS[@]}"; do
+		pid="${PIDS[$i]}"
+		for _ in $(seq 1 100); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		if kill -0 "$pid" 2>/dev/null; then
+			echo "run.sh: ${NAMES[$i]} (pid $pid) did not stop; killing it" >&2
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+		wait "$pid" 2>/dev/null || true
+	done
+	if [[ $status -ne 0 ]]; then
+		local f
+		for f in "$LOGDIR"/*.log; do
+			[[ -s "$f" ]] || continue
+			printf '\n--- %s (last 30 lines) ---\n' "${f##*/}" >&2
+			tail -n 30 "$f" >&2
+		done
+	fi
+	if [[ "${KEEP_LOGS:-0}" == 1 || $status -ne 0 ]]; then
+		echo "run.sh: logs kept in $LOGDIR" >&2
+	else
+		rm -rf "$LOGDIR"
+	fi
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start NAME LOGFILE CMD...: run CMD in the background, remember its pid
+start() {
+	local name="$1" log="$2"
+	shift 2
+	"$@" >"$log" 2>&1 &
+	PIDS+=("$!")
+	NAMES+=("$name")
+}
+
+# free_ports N: N distinct TCP ports free on 127.0.0.1 right now
+free_ports() {
+	node -e '
+		const net = require("net");
+		const n = Number(process.argv[1]);
+		const servers = [];
+		(function next() {
+			if (servers.length === n) {
+				console.log(servers.map((s) => s.address().port).join(" "));
+				servers.forEach((s) => s.close());
+				return;
+			}
+			const s = net.createServer();
+			s.listen(0, "127.0.0.1", () => { servers.push(s); next(); });
+		})();' "$1"
+}
+
+# wait_http NAME PID URL: poll URL until it answers 2xx (at most ~15 s),
+# failing early if the process PID is gone
+wait_http() {
+	local name="$1" pid="$2" url="$3"
+	for _ in $(seq 1 75); do
+		if curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then
+			return 0
+		fi
+		kill -0 "$pid" 2>/dev/null || die "$name exited during startup (see its log below)"
+		sleep 0.2
+	done
+	die "$name did not answer $url within 15 s"
+}
+
+say "Node.js packages"
+scripts/npm-ci-if-needed.sh
+
+say "Building Caddy with caddy-socketio (bin/caddy)"
+scripts/build-caddy.sh
+"$CADDY" version
+
+# 1 Redis, 3 nodes, 3 instances (site + admin), the front (site + admin)
+read -r -a PORTS <<<"$(free_ports 12)"
+[[ ${#PORTS[@]} -eq 12 ]] || die "could not find 12 free ports on 127.0.0.1"
+REDIS_PORT="${PORTS[0]}"
+NODE_PORTS=("${PORTS[@]:1:3}")
+SITE_PORTS=("${PORTS[@]:4:3}")
+ADMIN_PORTS=("${PORTS[@]:7:3}")
+FRONT_PORT="${PORTS[10]}"
+FRONT_ADMIN="${PORTS[11]}"
+FRONT="http://127.0.0.1:$FRONT_PORT"
+
+say "Starting redis-server on 127.0.0.1:$REDIS_PORT (no persistence)"
+mkdir -p "$LOGDIR/redis"
+start redis "$LOGDIR/redis.log" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+	--dir "$LOGDIR/redis" --daemonize no
+for _ in $(seq 1 75); do
+	[[ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null || true)" == PONG ]] && break
+	kill -0 "${PIDS[-1]}" 2>/dev/null || die "redis-server exited during startup"
+	sleep 0.2
+done
+echo "Redis is up"
+
+say "Starting Socket.IO nodes on 127.0.0.1:${NODE_PORTS[*]}"
+NODE_PIDS=()
+for i in "${!NODE_PORTS[@]}"; do
+	start "node$((i + 1))" "$LOGDIR/node$((i + 1)).log" env PORT="${NODE_PORTS[$i]}" NODE_NAME="node$((i + 1))" node examples/cluster/server.js
+	NODE_PIDS+=("${PIDS[-1]}")
+done
+for i in "${!NODE_PORTS[@]}"; do
+	wait_http "node$((i + 1))" "${NODE_PIDS[$i]}" "http://127.0.0.1:${NODE_PORTS[$i]}/healthz"
+done
+UPSTREAMS=""
+for p in "${NODE_PORTS[@]}"; do UPSTREAMS+=" 127.0.0.1:$p"; done
+
+say "Starting three Caddy instances sharing pins through Redis"
+for i in "${!INSTANCES[@]}"; do
+	name="${INSTANCES[$i]}"
+	mkdir -p "$LOGDIR/$name"
+	cat >"$LOGDIR/$name/Caddyfile" <<CADDYFILE
+{
+	admin localhost:${ADMIN_PORTS[$i]}
+	http_port ${SITE_PORTS[$i]}
+	auto_https off
+	servers {
+		# the front: its X-Forwarded-For names the client
+		trusted_proxies static 127.0.0.1/32
+	}
+	socketio {
+		store redis {
+			address 127.0.0.1:$REDIS_PORT
+		}
+	}
+}
+http://127.0.0.1:${SITE_PORTS[$i]} {
+	log {
+		output file $LOGDIR/$name/access.log
+		format json
+	}
+	header X-Caddy-Instance $name
+	socketio
+	reverse_proxy$UPSTREAMS {
+		lb_policy socketio {
+			fallback least_conn
+		}
+		transport http {
+			keepalive 3s
+		}
+	}
+}
+CADDYFILE
+	start "$name" "$LOGDIR/$name.log" env XDG_DATA_HOME="$LOGDIR/$name/data" XDG_CONFIG_HOME="$LOGDIR/$name/config" \
+		"$CADDY" run --config "$LOGDIR/$name/Caddyfile" --adapter caddyfile
+	wait_http "$name" "${PIDS[-1]}" "http://localhost:${ADMIN_PORTS[$i]}/config/"
+	echo "$name: site http://127.0.0.1:${SITE_PORTS[$i]}, admin http://localhost:${ADMIN_PORTS[$i]}"
+done
+# the store connects in the background: wait until every instance reaches Redis
+for i in "${!INSTANCES[@]}"; do
+	for _ in $(seq 1 75); do
+		curl -fsS --max-time 1 "http://localhost:${ADMIN_PORTS[$i]}/socketio/sessions" 2>/dev/null | grep -q '"reachable":true' && break
+		sleep 0.2
+	done
+	curl -fsS --max-time 1 "http://localhost:${ADMIN_PORTS[$i]}/socketio/sessions" | grep -q '"reachable":true' ||
+		die "${INSTANCES[$i]} does not reach Redis"
+done
+echo "every instance reaches Redis"
+
+say "Starting the front (standard modules only: reverse_proxy, lb_policy round_robin) on $FRONT"
+mkdir -p "$LOGDIR/front"
+BACKENDS=""
+for p in "${SITE_PORTS[@]}"; do BACKENDS+=" 127.0.0.1:$p"; done
+cat >"$LOGDIR/front/Caddyfile" <<CADDYFILE
+{
+	admin localhost:$FRONT_ADMIN
+	http_port $FRONT_PORT
+	auto_https off
+}
+http://127.0.0.1:$FRONT_PORT {
+	reverse_proxy$BACKENDS {
+		lb_policy round_robin
+		flush_interval -1
+	}
+}
+CADDYFILE
+start front "$LOGDIR/front.log" env XDG_DATA_HOME="$LOGDIR/front/data" XDG_CONFIG_HOME="$LOGDIR/front/config" \
+	"$CADDY" run --config "$LOGDIR/front/Caddyfile" --adapter caddyfile
+wait_http front "${PIDS[-1]}" "http://localhost:$FRONT_ADMIN/config/"
+wait_http "front (site)" "${PIDS[-1]}" "$FRONT/healthz"
+
+status=0
+say "One client: node examples/cluster/client.js --url $FRONT"
+node examples/cluster/client.js --url "$FRONT" || status=$?
+
+if [[ "$CLIENTS" -gt 0 ]]; then
+	say "$CLIENTS clients at once: node examples/cluster/client.js --url $FRONT --count $CLIENTS"
+	rc=0
+	node examples/cluster/client.js --url "$FRONT" --count "$CLIENTS" || rc=$?
+	[[ $status -ne 0 ]] || status=$rc
+fi
+
+say "Which instance served which request"
+sleep 1 # the access logs are written as the requests end
+logs=()
+for name in "${INSTANCES[@]}"; do logs+=("$name=$LOGDIR/$name/access.log"); done
+node examples/ha/requests.js "${logs[@]}" || status=$?
+
+if [[ $status -eq 0 ]]; then
+	say "Example OK"
+else
+	say "Example FAILED (exit status $status)"
+fi
+exit "$status"
