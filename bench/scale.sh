@@ -14,6 +14,22 @@
 #      their live sessions (connected, on the expected transport)
 #   4. report: a table, bench/out/scale-<UTC stamp>.{json,md}, and Caddy's heap
 #      profile with the sessions open: scale-<stamp>-heap.{pprof,txt}
+#   5. optional (SCALE_ECHO_SOCKETS > 0), once the held sessions are released:
+#      echo throughput through the same Caddy: SCALE_ECHO_SOCKETS WebSockets run
+#      emit-with-ack round trips back to back (bench/e2e-client.js --mode echo,
+#      2 s warm-up) for SCALE_ECHO_S seconds, once per payload size in
+#      SCALE_ECHO_PAYLOADS; reports round trips/s and Caddy's CPU per round trip
+#
+# Proxy settings under test (the Caddyfile is then a templated copy in the log
+# directory, recorded in the result): SCALE_STREAM_BUFFER=<size> adds
+# `stream_buffer_size <size>` to reverse_proxy (the buffer of each direction of a
+# proxied WebSocket; unset = Caddy's default, 32 KiB); SCALE_PROTOCOLS="h1" adds the
+# global option `servers { protocols h1 }`. Note: with a plain-HTTP site and the
+# default protocols, Caddy hands the WebSocket tunnel a bare *net.TCPConn, whose
+# ReadFrom/WriteTo make io.CopyBuffer ignore the configured buffer (io.Copy then
+# allocates its own 32 KiB per direction); over TLS, or with `protocols h1`, the
+# connection is wrapped and the configured size is used. bench/ws-memory.sh
+# compares sizes and both cases.
 #
 # PASS when every session was opened, all are alive at the end (clients' count and
 # the nodes' openSessions both equal the number of sessions), no echo failed and
@@ -41,7 +57,9 @@
 # Environment (defaults in brackets): SCALE_WS [10000] SCALE_POLLING [2000]
 #   SCALE_HOLD_S [30] SCALE_ECHO_EVERY_S [10] SCALE_WS_PROCS [4] SCALE_POLL_PROCS [2]
 #   SCALE_CONCURRENCY [20 per process] SCALE_CONNECT_TIMEOUT_S [600] SCALE_FIT [auto]
-#   SCALE_H2 [0]
+#   SCALE_H2 [0] SCALE_STREAM_BUFFER [unset] SCALE_PROTOCOLS [unset]
+#   SCALE_ECHO_SOCKETS [0 = no echo phase] SCALE_ECHO_S [10] SCALE_ECHO_PAYLOADS ["64"]
+#   SCALE_CADDY [bin/caddy, built by scripts/build-caddy.sh; a path = use that binary, no build]
 #   SCALE_SESSION_TIMEOUT_S [30: one session's connect + upgrade, and an echo's ack]
 #   MAX_LOAD [1.0] LOAD_WAIT [1200] SCALE_NODE_PORTS ["3211 3212 3213"]
 #   SCALE_HTTP_PORT [8291] SCALE_ADMIN_PORT [2291] SCALE_RESULTS [$BENCH_RESULTS or bench/out;
@@ -67,6 +85,12 @@ CONNECT_TIMEOUT_S="${SCALE_CONNECT_TIMEOUT_S:-600}"
 SESSION_TIMEOUT_S="${SCALE_SESSION_TIMEOUT_S:-30}"
 FIT="${SCALE_FIT:-auto}"
 H2="${SCALE_H2:-0}"
+STREAM_BUFFER="${SCALE_STREAM_BUFFER:-}"
+PROTOCOLS="${SCALE_PROTOCOLS:-}"
+ECHO_SOCKETS="${SCALE_ECHO_SOCKETS:-0}"
+ECHO_S="${SCALE_ECHO_S:-10}"
+read -r -a ECHO_PAYLOADS <<<"${SCALE_ECHO_PAYLOADS:-64}"
+ECHO_NET=240 # echo-phase sessions: 127.240.0.3 ... (beyond the polling range)
 MAX_LOAD="${MAX_LOAD:-1.0}"
 LOAD_WAIT="${LOAD_WAIT:-1200}"
 read -r -a NODE_PORTS <<<"${SCALE_NODE_PORTS:-3211 3212 3213}"
@@ -79,7 +103,7 @@ WS_NET=100   # ws sessions: 127.100.0.2 ...
 POLL_NET=180 # polling sessions: 127.180.0.2 ...
 FD_MARGIN=1000
 
-for v in WS POLLING HOLD_S ECHO_EVERY_S WS_PROCS POLL_PROCS CONC CONNECT_TIMEOUT_S SESSION_TIMEOUT_S LOAD_WAIT HTTP_PORT ADMIN_PORT; do
+for v in WS POLLING HOLD_S ECHO_EVERY_S WS_PROCS POLL_PROCS CONC CONNECT_TIMEOUT_S SESSION_TIMEOUT_S LOAD_WAIT HTTP_PORT ADMIN_PORT ECHO_SOCKETS ECHO_S; do
 	is_uint "${!v}" || bad_setting "$v must be a non-negative integer, got '${!v}'"
 done
 ((WS + POLLING >= 1)) || bad_setting "no sessions"
@@ -92,6 +116,14 @@ done
 ((SESSION_TIMEOUT_S >= 5 && SESSION_TIMEOUT_S <= 120)) || bad_setting "SCALE_SESSION_TIMEOUT_S must be 5..120"
 [[ "$FIT" == auto || "$FIT" == 0 ]] || bad_setting "SCALE_FIT must be auto or 0"
 [[ "$H2" == 0 || "$H2" == 1 ]] || bad_setting "SCALE_H2 must be 0 or 1"
+[[ -z "$STREAM_BUFFER" || "$STREAM_BUFFER" =~ ^[0-9]+([KkMm]i?B|B)?$ ]] || bad_setting "SCALE_STREAM_BUFFER must be a size such as 8KiB, got '$STREAM_BUFFER'"
+[[ -z "$PROTOCOLS" || "$PROTOCOLS" =~ ^(h1|h2|h2c|h3)( (h1|h2|h2c|h3))*$ ]] || bad_setting "SCALE_PROTOCOLS must list h1 h2 h2c h3, got '$PROTOCOLS'"
+((ECHO_SOCKETS <= 1000)) || bad_setting "SCALE_ECHO_SOCKETS must be 0..1000"
+((ECHO_S >= 2 && ECHO_S <= 120)) || bad_setting "SCALE_ECHO_S must be 2..120"
+((${#ECHO_PAYLOADS[@]} >= 1 && ${#ECHO_PAYLOADS[@]} <= 4)) || bad_setting "SCALE_ECHO_PAYLOADS must name 1..4 sizes"
+for p in "${ECHO_PAYLOADS[@]}"; do
+	is_uint "$p" && ((p >= 1 && p <= 1048576)) || bad_setting "SCALE_ECHO_PAYLOADS: sizes in bytes, 1..1048576, got '$p'"
+done
 if [[ "$H2" == 1 ]]; then
 	SITE="https://127.0.0.1:$HTTP_PORT"
 	CADDYFILE=bench/scale-h2.Caddyfile
@@ -104,6 +136,7 @@ else
 	CLIENT=bench/e2e-client.js
 	PER_SESSION_FDS=2
 fi
+[[ "$H2" == 0 || "$ECHO_SOCKETS" == 0 ]] || bad_setting "SCALE_ECHO_SOCKETS needs SCALE_H2=0 (the echo phase runs bench/e2e-client.js)"
 [[ ${#NODE_PORTS[@]} -eq 3 ]] || bad_setting "SCALE_NODE_PORTS must name 3 ports"
 for tool in node npm go curl timeout ps; do
 	command -v "$tool" >/dev/null 2>&1 || die "$tool is not on PATH"
@@ -143,8 +176,14 @@ note "ulimit -n $NOFILE (hard $(ulimit -Hn)); client processes: $WS_PROCS websoc
 
 say "Node.js packages and bin/caddy"
 timeout 600 scripts/npm-ci-if-needed.sh
-timeout 900 scripts/build-caddy.sh
-CADDY="$ROOT/bin/caddy"
+if [[ -n "${SCALE_CADDY:-}" ]]; then
+	CADDY="$(readlink -f "$SCALE_CADDY")"
+	[[ -x "$CADDY" ]] || bad_setting "SCALE_CADDY: $SCALE_CADDY is not an executable"
+	note "using $CADDY (SCALE_CADDY; not rebuilt)"
+else
+	timeout 900 scripts/build-caddy.sh
+	CADDY="$ROOT/bin/caddy"
+fi
 # what is measured: the commit, uncommitted changes to the plugin's sources (tests aside)
 REVISION="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [[ -n "$(git status --porcelain -- module selection caddysocketio.go go.mod go.sum 2>/dev/null | grep -v '_test\.go$' || true)" ]]; then
@@ -155,6 +194,22 @@ modules="$("$CADDY" list-modules)" # read whole: `| grep -q` would fail the pipe
 grep -qx http.handlers.socketio <<<"$modules" || die "$CADDY has no socketio handler"
 CADDY_ENV=(env E2E_ADMIN_PORT="$ADMIN_PORT" E2E_HTTP_PORT="$HTTP_PORT" E2E_NODE1_PORT="${NODE_PORTS[0]}"
 	E2E_NODE2_PORT="${NODE_PORTS[1]}" E2E_NODE3_PORT="${NODE_PORTS[2]}")
+# the proxy settings under test: a templated copy of the Caddyfile
+if [[ -n "$STREAM_BUFFER$PROTOCOLS" ]]; then
+	TEMPLATED="$LOGDIR/scale.Caddyfile"
+	awk -v sbs="$STREAM_BUFFER" -v protos="$PROTOCOLS" '
+		{ print }
+		protos != "" && !g && /^\{[ \t]*$/ { print "\tservers {\n\t\tprotocols " protos "\n\t}"; g = 1 }
+		sbs != "" && !r && /^[ \t]*lb_policy / { print "\t\tstream_buffer_size " sbs; r = 1 }
+	' "$CADDYFILE" >"$TEMPLATED"
+	[[ -z "$STREAM_BUFFER" ]] || grep -q "stream_buffer_size $STREAM_BUFFER\$" "$TEMPLATED" || die "could not template stream_buffer_size into $CADDYFILE"
+	[[ -z "$PROTOCOLS" ]] || grep -q "protocols $PROTOCOLS\$" "$TEMPLATED" || die "could not template protocols into $CADDYFILE"
+	note "proxy settings under test:${STREAM_BUFFER:+ stream_buffer_size $STREAM_BUFFER}${PROTOCOLS:+ protocols $PROTOCOLS} ($TEMPLATED)"
+	CADDYFILE_NAME="$CADDYFILE (templated:${STREAM_BUFFER:+ stream_buffer_size $STREAM_BUFFER}${PROTOCOLS:+ protocols $PROTOCOLS})"
+	CADDYFILE="$TEMPLATED"
+else
+	CADDYFILE_NAME="$CADDYFILE"
+fi
 SITE_CURL=()
 if [[ "$H2" == 1 ]]; then
 	# Caddy's local CA and certificates live in the run's own directory
@@ -187,6 +242,10 @@ wait_http caddy "$SITE/__health" 20 "${SITE_CURL[@]}"
 CADDY_NOFILE="$(awk '/^Max open files/ {print $4}' "/proc/$CADDY_PID/limits")"
 sleep 1
 RSS_IDLE="$(rss_kib "$CADDY_PID")"
+# Go's own account after a collection (the heap profile's gc=1), for the per-session
+# memory next to RSS: heap and stacks in use
+curl -fsS --max-time 10 -o /dev/null "$ADMIN/debug/pprof/heap?gc=1" 2>/dev/null || true
+curl -fsS --max-time 10 "$ADMIN/debug/vars" >"$LOGDIR/idle-vars.json" 2>/dev/null || echo null >"$LOGDIR/idle-vars.json"
 note "nodes ${NODE_PORTS[*]}, Caddy pid $CADDY_PID (open files limit $CADDY_NOFILE), idle RSS $RSS_IDLE KiB; load $(loadavg)"
 
 # --- sessions ---------------------------------------------------------------------
@@ -264,9 +323,10 @@ curl -fsS --max-time 10 "$ADMIN/socketio/sessions" >"$LOGDIR/end-pins.json" 2>/d
 curl -fsS --max-time 10 "$ADMIN/debug/vars" >"$LOGDIR/end-vars.json" 2>/dev/null || echo null >"$LOGDIR/end-vars.json"
 mkdir -p "$RESULTS_DIR"
 HEAP="$RESULTS_DIR/scale-$STAMP-heap"
-if curl -fsS --max-time 20 -o "$HEAP.pprof" "$ADMIN/debug/pprof/heap" 2>/dev/null; then
+if curl -fsS --max-time 20 -o "$HEAP.pprof" "$ADMIN/debug/pprof/heap?gc=1" 2>/dev/null; then
 	timeout 120 go tool pprof -sample_index=inuse_space -top -nodecount=30 "$CADDY" "$HEAP.pprof" >"$HEAP.txt" 2>/dev/null || true
 fi
+curl -fsS --max-time 10 "$ADMIN/debug/vars" >"$LOGDIR/end-vars-gc.json" 2>/dev/null || echo null >"$LOGDIR/end-vars-gc.json"
 CADDY_CPU_S="$(awk '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / 100 }' "/proc/$CADDY_PID/stat")"
 note "Caddy RSS $RSS_END KiB (max $RSS_MAX), $FDS_END open files, $THREADS_END threads; load $(loadavg)"
 
@@ -284,6 +344,25 @@ done
 sleep 2
 RSS_AFTER="$(rss_kib "$CADDY_PID")"
 OPEN_AFTER="$(nodes_open "${NODE_PORTS[@]}")"
+
+# --- echo throughput (optional) -----------------------------------------------------
+ECHO_FILES=()
+if ((ECHO_SOCKETS > 0)); then
+	wait_nodes_idle 30 "${NODE_PORTS[@]}"
+	for p in "${ECHO_PAYLOADS[@]}"; do
+		say "Echo throughput: $ECHO_SOCKETS websockets, $p-byte payloads, round trips back to back for ${ECHO_S}s (after 2 s of warm-up)"
+		start "clients-echo-$p" "$LOGDIR/echo-$p.out" node "$ROOT/bench/e2e-client.js" --url "$SITE" --mode echo \
+			--count "$ECHO_SOCKETS" --concurrency "$CONC" --addr-net "$ECHO_NET" --addr-host 3 --transports polling,websocket \
+			--keep-alive 1 --warmup-ms 2000 --duration-ms $((ECHO_S * 1000)) --payload-bytes "$p" \
+			--timeout-ms $((SESSION_TIMEOUT_S * 1000)) --max-ms $(((ECHO_S + 150) * 1000)) --cpu-pids "$CPU_PIDS"
+		rc=0
+		wait_exit "clients-echo-$p" $((ECHO_S + 180)) || rc=$?
+		((rc == 0)) || note "clients-echo-$p exited with status $rc"
+		ECHO_FILES+=("echo-$p.out")
+		note "$(sed -n 's/.*"roundTripsPerS":\([0-9.]*\).*/\1 round trips\/s/p' "$LOGDIR/echo-$p.out" | tail -n 1)"
+		wait_nodes_idle 30 "${NODE_PORTS[@]}"
+	done
+fi
 LOAD_END="$(loadavg)"
 
 # --- report -------------------------------------------------------------------------
@@ -293,7 +372,8 @@ say "Results"
 SCALE_META="$(
 	printf '{"stamp":"%s","date":"%s","machine":%s,"caddy":"%s","revision":"%s","sha256":"%s",' "$STAMP" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
 		"$(machine_info)" "$("$CADDY" version | cut -d' ' -f1)" "$REVISION" "$SUM_CADDY"
-	printf '"protocol":"%s","client":"%s","caddyfile":"%s",' "$PROTOCOL" "$CLIENT" "$CADDYFILE"
+	printf '"protocol":"%s","client":"%s","caddyfile":"%s","streamBufferSize":"%s","serverProtocols":"%s",' "$PROTOCOL" "$CLIENT" "$CADDYFILE_NAME" \
+		"${STREAM_BUFFER:-default}" "${PROTOCOLS:-default}"
 	printf '"requested":{"websocket":%d,"polling":%d},"run":{"websocket":%d,"polling":%d},"scaledDown":%s,"nofile":%d,"caddyNofile":"%s",' \
 		"$REQ_WS" "$REQ_POLLING" "$WS" "$POLLING" "$SCALED" "$NOFILE" "$CADDY_NOFILE"
 	printf '"holdS":%d,"echoEveryS":%d,"openS":%d,"clientProcesses":{"websocket":%d,"polling":%d},"concurrencyPerProcess":%d,' \
@@ -306,7 +386,7 @@ SCALE_META="$(
 		"$([[ $LOAD_OK == 1 ]] && echo true || echo false)" "$LOAD_START" "$LOAD_END" $((($(now_ms) - T_START) / 1000))
 )"
 rc=0
-SCALE_META="$SCALE_META" SCALE_LOGDIR="$LOGDIR" SCALE_RESULT_FILE="$RESULT_FILE" SCALE_CLIENTS="${CLIENTS[*]}" node - <<'EOF' || rc=$?
+SCALE_META="$SCALE_META" SCALE_LOGDIR="$LOGDIR" SCALE_RESULT_FILE="$RESULT_FILE" SCALE_CLIENTS="${CLIENTS[*]}" SCALE_ECHO_FILES="${ECHO_FILES[*]}" node - <<'EOF' || rc=$?
 "use strict";
 const fs = require("fs");
 const path = require("path");
@@ -360,6 +440,10 @@ const want = meta.run.websocket + meta.run.polling;
 const alive = kinds.ws.alive + kinds.polling.alive;
 const pins = read("end-pins.json");
 const vars = read("end-vars.json");
+const varsIdle = read("idle-vars.json");
+const varsGc = read("end-vars-gc.json");
+const goInuse = (v) => (v && v.memstats ? v.memstats.HeapInuse + v.memstats.StackInuse : null);
+const perSessionKiB = (a, b, n) => (a === null || b === null || !n ? null : Math.round(((b - a) / 1024 / n) * 10) / 10);
 const perK = (kib, n) => (n ? Math.round(((kib * 1000) / n / 1024) * 100) / 100 : null);
 const problems = [];
 if (kinds.ws.ready + kinds.polling.ready !== want) problems.push(`${want - kinds.ws.ready - kinds.polling.ready} sessions never became ready`);
@@ -370,6 +454,31 @@ if (echoFailed) problems.push(`${echoFailed} echoes failed`);
 const disc = Object.values(kinds.ws.disconnects).concat(Object.values(kinds.polling.disconnects)).reduce((a, b) => a + b, 0);
 if (disc) problems.push(`${disc} disconnects during the hold`);
 if (!meta.clientsExitOk || kinds.ws.missingResult || kinds.polling.missingResult) problems.push("a client process failed");
+const echo = [];
+for (const f of (process.env.SCALE_ECHO_FILES || "").split(" ").filter(Boolean)) {
+  const r = lines(f).result;
+  if (!r) {
+    problems.push(`echo phase ${f}: no result`);
+    continue;
+  }
+  const caddyCpuS = r.cpu && r.cpu.processes ? r.cpu.processes.caddy : null;
+  const errs = Object.values(r.errors || {}).reduce((a, b) => a + b, 0);
+  if (r.setupFailed || r.disconnected || errs) problems.push(`echo phase ${f}: ${r.setupFailed} sessions failed, ${r.disconnected} disconnects, ${errs} errors`);
+  echo.push({
+    payloadBytes: r.payloadBytes,
+    sockets: r.sockets,
+    durationMs: r.durationMs,
+    roundTrips: r.roundTrips,
+    roundTripsPerS: r.roundTripsPerS,
+    latencyMs: r.latencyMs,
+    caddyCpuS,
+    caddyCpuUsPerRoundTrip: caddyCpuS !== null && r.roundTrips ? Math.round((caddyCpuS * 1e6) / r.roundTrips * 10) / 10 : null,
+    machineBusyFraction: r.cpu ? r.cpu.machineBusyFraction : null,
+    setupFailed: r.setupFailed,
+    disconnected: r.disconnected,
+    errors: r.errors,
+  });
+}
 const result = {
   ...meta,
   ok: problems.length === 0,
@@ -378,8 +487,12 @@ const result = {
   clients: kinds,
   nodes: nodes.map((n) => n && { node: n.node, openSessions: n.openSessions, openSockets: n.openSockets, handshakes: n.handshakes, upgrades: n.upgrades, echoes: n.echoes, disconnects: n.disconnects, connectionErrors: n.connectionErrors }),
   caddyRssPer1kMiB: perK(meta.caddyRssKiB.end - meta.caddyRssKiB.idle, want),
+  caddyRssPerSessionKiB: want ? Math.round(((meta.caddyRssKiB.end - meta.caddyRssKiB.idle) / want) * 10) / 10 : null,
+  caddyGoInuseAfterGcMiB: { idle: goInuse(varsIdle) === null ? null : Math.round((goInuse(varsIdle) / 1048576) * 10) / 10, end: goInuse(varsGc) === null ? null : Math.round((goInuse(varsGc) / 1048576) * 10) / 10 },
+  caddyGoInusePerSessionKiB: perSessionKiB(goInuse(varsIdle), goInuse(varsGc), want),
   caddyHeapAllocMiB: vars && vars.memstats ? Math.round((vars.memstats.HeapAlloc / 1048576) * 10) / 10 : null,
   caddySysMiB: vars && vars.memstats ? Math.round((vars.memstats.Sys / 1048576) * 10) / 10 : null,
+  echo,
   pins: pins && { pins: pins.pins, byUpstream: pins.by_upstream, pinned: pins.pinned, dropped: pins.dropped, expired: pins.expired, evicted: pins.evicted },
 };
 fs.writeFileSync(process.env.SCALE_RESULT_FILE, JSON.stringify(result, null, 1) + "\n");
@@ -392,12 +505,16 @@ const rows = [
   ["echoes ok / failed", `${kinds.ws.echoOk + kinds.polling.echoOk} / ${echoFailed}`],
   ["disconnects during the hold", `${disc}`],
   ["Caddy RSS", `idle ${(meta.caddyRssKiB.idle / 1024).toFixed(1)} MiB, with the sessions ${(meta.caddyRssKiB.end / 1024).toFixed(1)} MiB (max ${(meta.caddyRssKiB.max / 1024).toFixed(1)}), after release ${(meta.caddyRssKiB.afterRelease / 1024).toFixed(1)} MiB`],
-  ["Caddy RSS per 1,000 sessions", `${result.caddyRssPer1kMiB} MiB`],
+  ["Caddy RSS per 1,000 sessions", `${result.caddyRssPer1kMiB} MiB (${result.caddyRssPerSessionKiB} KiB per session)`],
+  ["Caddy Go heap + stacks in use after a GC", `idle ${result.caddyGoInuseAfterGcMiB.idle} MiB, with the sessions ${result.caddyGoInuseAfterGcMiB.end} MiB: ${result.caddyGoInusePerSessionKiB} KiB per session`],
   ["Caddy Go heap / Sys", `${result.caddyHeapAllocMiB} / ${result.caddySysMiB} MiB`],
   ["Caddy goroutines, open files, threads", `${meta.caddyGoroutines}, ${meta.caddyOpenFiles} (limit ${meta.caddyNofile}), ${meta.caddyThreads}`],
   ["pins", pins ? `${pins.pins} (${Object.entries(pins.by_upstream || {}).map(([k, v]) => `${k} ${v}`).join(", ")})` : "unavailable"],
   ["load average", `${meta.load.start} at the start, ${meta.load.end} at the end`],
 ];
+if (meta.streamBufferSize !== "default" || meta.serverProtocols !== "default") rows.splice(2, 0, ["proxy settings", `stream_buffer_size ${meta.streamBufferSize}, protocols ${meta.serverProtocols}`]);
+for (const e of echo)
+  rows.push([`echo, ${e.payloadBytes} B payload`, `${e.roundTripsPerS} round trips/s over ${e.sockets} websockets (p50 ${e.latencyMs.p50} ms); Caddy CPU ${e.caddyCpuUsPerRoundTrip} µs per round trip; machine ${Math.round(e.machineBusyFraction * 100)} % busy`]);
 let md = `Scale run ${meta.stamp} (revision ${meta.revision}): one Caddy with the plugin (${meta.caddyfile}), three socket.io@4 nodes; clients ${meta.client} over ${meta.protocol}.\n\n| | |\n|---|---|\n`;
 for (const [k, v] of rows) md += `| ${k} | ${v} |\n`;
 md += `| verdict | ${result.ok ? "PASS" : "FAIL"}${meta.scaledDown ? " at the scaled-down size" : ""}${problems.length ? ": " + problems.join("; ") : ""} |\n`;
