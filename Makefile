@@ -59,7 +59,7 @@ lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	@echo "bash -n / node --check (scripts)"; \
-	for f in scripts/*.sh examples/cluster/run.sh examples/ha/run.sh bench/*.sh .ci/run; do bash -n "$$f"; done; \
+	for f in scripts/*.sh examples/lib.sh examples/cluster/run.sh examples/ha/run.sh bench/*.sh .ci/run; do bash -n "$$f"; done; \
 	for f in examples/cluster/*.js examples/ha/*.js caddytest/testdata/*.js bench/*.js; do node --check "$$f"; done
 
 fuzz:

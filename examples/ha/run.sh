@@ -24,16 +24,12 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
+# shellcheck source=examples/lib.sh
+source "$ROOT/examples/lib.sh"
 
 CLIENTS="${CLIENTS:-30}"
 CADDY="$ROOT/bin/caddy"
 INSTANCES=(caddy-a caddy-b caddy-c)
-
-say() { printf '\n==> %s\n' "$*"; }
-die() {
-	printf 'run.sh: error: %s\n' "$*" >&2
-	exit 1
-}
 
 [[ "$CLIENTS" =~ ^[0-9]+$ ]] || die "CLIENTS must be a number, got '$CLIENTS'"
 for tool in node npm go curl redis-server redis-cli; do
@@ -41,57 +37,10 @@ for tool in node npm go curl redis-server redis-cli; do
 done
 
 LOGDIR="$(mktemp -d "${TMPDIR:-/tmp}/caddy-socketio-ha.XXXXXX")"
-PIDS=()  # every process this script started, by pid
-NAMES=() # and what it is, for messages
 
-# shellcheck disable=SC2317 # invoked by the EXIT trap
-cleanup() {
-	local status=$?
-	trap - EXIT INT TERM
-	local i pid
-	for i in "${!PIDS[@]}"; do
-		kill -TERM "${PIDS[$i]}" 2>/dev/null || true
-	done
-	# wait up to 10 s for each to exit, then force
-	for i in "${!PIDS[@]}"; do
-		pid="${PIDS[$i]}"
-		for _ in $(seq 1 100); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		if kill -0 "$pid" 2>/dev/null; then
-			echo "run.sh: ${NAMES[$i]} (pid $pid) did not stop; killing it" >&2
-			kill -KILL "$pid" 2>/dev/null || true
-		fi
-		wait "$pid" 2>/dev/null || true
-	done
-	if [[ $status -ne 0 ]]; then
-		local f
-		for f in "$LOGDIR"/*.log; do
-			[[ -s "$f" ]] || continue
-			printf '\n--- %s (last 30 lines) ---\n' "${f##*/}" >&2
-			tail -n 30 "$f" >&2
-		done
-	fi
-	if [[ "${KEEP_LOGS:-0}" == 1 || $status -ne 0 ]]; then
-		echo "run.sh: logs kept in $LOGDIR" >&2
-	else
-		rm -rf "$LOGDIR"
-	fi
-	exit "$status"
-}
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# start NAME LOGFILE CMD...: run CMD in the background, remember its pid
-start() {
-	local name="$1" log="$2"
-	shift 2
-	"$@" >"$log" 2>&1 &
-	PIDS+=("$!")
-	NAMES+=("$name")
-}
 
 # free_ports N: N distinct TCP ports free on 127.0.0.1 right now
 free_ports() {
@@ -108,20 +57,6 @@ free_ports() {
 			const s = net.createServer();
 			s.listen(0, "127.0.0.1", () => { servers.push(s); next(); });
 		})();' "$1"
-}
-
-# wait_http NAME PID URL: poll URL until it answers 2xx (at most ~15 s),
-# failing early if the process PID is gone
-wait_http() {
-	local name="$1" pid="$2" url="$3"
-	for _ in $(seq 1 75); do
-		if curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then
-			return 0
-		fi
-		kill -0 "$pid" 2>/dev/null || die "$name exited during startup (see its log below)"
-		sleep 0.2
-	done
-	die "$name did not answer $url within 15 s"
 }
 
 say "Node.js packages"
