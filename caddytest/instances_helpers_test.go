@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caddy-socketio/caddy-socketio/internal/store/redis/redistest"
 )
 
 // Several Caddy instances: the test binary hosts one Caddy (caddytest's),
@@ -71,7 +73,7 @@ type caddyProcess struct {
 // log is shown if the test failed.
 func startCaddyProcess(t testing.TB, name string, config func(adminPort, httpPort int) string) *caddyProcess {
 	t.Helper()
-	p := &caddyProcess{Name: name, AdminPort: freeTCPPort(t), HTTPPort: freeTCPPort(t), t: t, dir: t.TempDir(),
+	p := &caddyProcess{Name: name, AdminPort: redistest.FreePort(t), HTTPPort: redistest.FreePort(t), t: t, dir: t.TempDir(),
 		log: new(bytes.Buffer), logMu: new(sync.Mutex)}
 	p.config = config(p.AdminPort, p.HTTPPort)
 	if err := os.WriteFile(filepath.Join(p.dir, "Caddyfile"), []byte(p.config), 0o600); err != nil {
@@ -309,17 +311,6 @@ func (f *caddyFront) Drain(i int, drained bool) {
 		f.t.Fatal(err)
 	}
 	time.Sleep(3 * frontHealthInterval)
-}
-
-// freeTCPPort returns a TCP port free on 127.0.0.1 right now.
-func freeTCPPort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // instanceCaddyfile is the Caddyfile of one instance: the socketio

@@ -39,7 +39,7 @@ func Start(t testing.TB, password string) *Server {
 	if _, err := exec.LookPath(Binary); err != nil {
 		t.Fatalf("%s is not on PATH: apt-get install redis-server (scripts/apt-install-if-needed.sh does)", Binary)
 	}
-	s := &Server{t: t, port: freePort(t), dir: t.TempDir(), Password: password}
+	s := &Server{t: t, port: FreePort(t), dir: t.TempDir(), Password: password}
 	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
 	s.Restart()
 	t.Cleanup(s.Stop)
@@ -144,8 +144,8 @@ func (s *Server) ping() error {
 	return err
 }
 
-// freePort returns a TCP port free on 127.0.0.1 right now.
-func freePort(t testing.TB) int {
+// FreePort returns a TCP port free on 127.0.0.1 right now.
+func FreePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
