@@ -35,6 +35,10 @@ const io = new Server(httpServer); // default options: polling first, then webso
 
 io.on("connection", (socket) => {
   socket.emit("welcome", { node: NODE_NAME });
+  // for load generators (bench/e2e-client.js --mode echo)
+  socket.on("echo", (payload, ack) => {
+    if (typeof ack === "function") ack(payload);
+  });
 });
 
 httpServer.on("error", (err) => {

@@ -19,6 +19,8 @@
 #
 # Works from any directory:  examples/ha/run.sh   (or: make example-ha)
 # Environment: CLIENTS (default 30; 0 skips the many-clients run),
+#              HA_BENCH_S (default 0): echo throughput for that many seconds
+#              through three instances, then through one,
 #              KEEP_LOGS=1 keeps the log directory.
 set -euo pipefail
 
@@ -190,6 +192,26 @@ sleep 1 # the access logs are written as the requests end
 logs=()
 for name in "${INSTANCES[@]}"; do logs+=("$name=$LOGDIR/$name/access.log"); done
 node examples/ha/requests.js "${logs[@]}" || status=$?
+
+# HA_BENCH_S=N: echo throughput for N seconds through the front to the three
+# instances, then through the same front to one instance (the front reloaded
+# with one backend), with the same 60 WebSocket sessions' load
+# (bench/e2e-client.js --mode echo); printed as round trips per second
+if [[ $status -eq 0 && "${HA_BENCH_S:-0}" -gt 0 ]]; then
+	echo_load() {
+		node bench/e2e-client.js --url "$FRONT" --mode echo --count 60 --concurrency 20 \
+			--warmup-ms 2000 --duration-ms "$((HA_BENCH_S * 1000))" --addr-net "$1" --max-ms "$((HA_BENCH_S * 1000 + 120000))" |
+			node -e 'let s="";process.stdin.on("data",(d)=>s+=d).on("end",()=>{const r=s.trim().split("\n").map((l)=>JSON.parse(l)).find((e)=>e.event==="result");console.log(r&&r.echo?r.echo.roundTripsPerS:(r&&r.roundTripsPerS)||0)})'
+	}
+	say "Echo throughput through the front to three instances (${HA_BENCH_S}s)"
+	three="$(echo_load 30)"
+	sed -i "s|reverse_proxy$BACKENDS {|reverse_proxy 127.0.0.1:${SITE_PORTS[0]} {|" "$LOGDIR/front/Caddyfile"
+	curl -fsS -X POST -H "Content-Type: text/caddyfile" --data-binary @"$LOGDIR/front/Caddyfile" "http://localhost:$FRONT_ADMIN/load" ||
+		die "reloading the front with one backend failed"
+	say "Echo throughput through the front to one instance (${HA_BENCH_S}s)"
+	one="$(echo_load 40)"
+	echo "round trips/s: three instances $three, one instance $one (ratio $(node -e "console.log(($three / $one).toFixed(2))"))"
+fi
 
 if [[ $status -eq 0 ]]; then
 	say "Example OK"
