@@ -101,10 +101,18 @@ func Resolve[U any](p Pool[U], owners []store.Owner, ip string) (upstream, owner
 	if len(owners) == 0 {
 		return Hash(p, ip), -1, RouteUnknown
 	}
-	client := store.ClientHash(ip)
+	// one pin in the pool decides whatever the client's address: the
+	// usual case costs no hashing of it
+	var client uint64
+	if len(owners) > 1 {
+		client = store.ClientHash(ip)
+	}
 	upstream, owner, route = Owner(p, owners, client)
 	if route != RouteUnknown {
 		return upstream, owner, route
+	}
+	if client == 0 {
+		client = store.ClientHash(ip)
 	}
 	if d := Departed(p, owners, client); d >= 0 {
 		return -1, d, RouteOwnerDown
