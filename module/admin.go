@@ -144,14 +144,7 @@ func handleUpstreams(w http.ResponseWriter, r *http.Request) error {
 }
 
 func upstreamReports() []upstreamReport {
-	sessions := map[string]int{}
-	store.Range(func(_ string, st store.Store) bool {
-		live, _ := st.Census()
-		for dial, n := range live {
-			sessions[dial] += n
-		}
-		return true
-	})
+	sessions, _ := store.Census()
 	for _, dial := range store.Draining() {
 		sessions[dial] += 0
 	}

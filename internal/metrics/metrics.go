@@ -180,16 +180,10 @@ func (c *storeCollector) collectShared(ch chan<- prometheus.Metric, rs *redis.St
 
 // Collect implements prometheus.Collector.
 func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
-	live := map[string]int{}
-	var tombstones int
+	live, tombstones := store.Census()
 	var sum store.Stats
 	sharedDone := false
 	store.Range(func(_ string, s store.Store) bool {
-		l, t := s.Census()
-		for dial, n := range l {
-			live[dial] += n
-		}
-		tombstones += t
 		if rs, ok := s.(*redis.Store); ok && !sharedDone {
 			// one shared store is in use; another (a reload onto a
 			// new Redis) is on its way out

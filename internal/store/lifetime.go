@@ -124,5 +124,20 @@ func Range(fn func(key string, s Store) bool) {
 	})
 }
 
+// Census sums Store.Census over the stores the process holds (Range): the
+// live pins per dial address, and the tombstones.
+func Census() (live map[string]int, tombstones int) {
+	live = map[string]int{}
+	Range(func(_ string, s Store) bool {
+		l, t := s.Census()
+		for dial, n := range l {
+			live[dial] += n
+		}
+		tombstones += t
+		return true
+	})
+	return live, tombstones
+}
+
 // Interface guards
 var _ caddy.Destructor = (*held)(nil)
