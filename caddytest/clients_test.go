@@ -35,6 +35,9 @@ type clientResult struct {
 		Count   int            `json:"count"`
 		Reasons map[string]int `json:"reasons"`
 		Details map[string]int `json:"details"`
+		// At lists when each disconnect happened (the first 1000), in
+		// Unix milliseconds.
+		At []int64 `json:"at"`
 	} `json:"disconnectsDuringHold"`
 	EchoNodeMismatch  int            `json:"echoNodeMismatch"`
 	Reconnects        int            `json:"reconnects"`

@@ -223,7 +223,7 @@ func classifyPoolChangeClients(t *testing.T, res clientResult, refusals map[int]
 		errs := refusals[i]
 		var r int
 		for _, d := range c.Disconnects {
-			if strings.HasSuffix(d, "error (0)") {
+			if strings.Contains(d, " error (0)") {
 				r++
 			}
 		}

@@ -229,8 +229,8 @@ const counters = {
   echoByNode: {},
   echoErrors: {},
   disconnects: {
-    connect: { count: 0, reasons: {}, details: {} },
-    hold: { count: 0, reasons: {}, details: {} },
+    connect: { count: 0, reasons: {}, details: {}, at: [] },
+    hold: { count: 0, reasons: {}, details: {}, at: [] },
   },
 };
 
@@ -260,6 +260,9 @@ function errText(err) {
     if (typeof d === "object") d = d.message || (d.error && d.error.message) || d.reason || d.type || "";
     if (d !== "") parts.push(parts.length ? `(${d})` : String(d));
   }
+  // a polling request without an HTTP answer: the socket error behind it
+  const cause = err.context && err.context.statusText;
+  if (cause && typeof cause === "object") parts.push(`[${cause.code || cause.message}]`);
   return parts.length ? parts.join(" ") : "unknown error";
 }
 
@@ -429,6 +432,7 @@ function startClient(i) {
       inc(d.reasons, String(reason));
       const detail = details ? `${reason}: ${errText(details)}` : String(reason);
       inc(d.details, detail);
+      if (d.at.length < 1000) d.at.push(Date.now()); // epoch ms, comparable with the Go test's clock
       if (rec.disconnects.length < 10) rec.disconnects.push({ phase: p, reason: detail, atMs: Date.now() - T0 });
       if (!settled && !RECONNECT) settle(`disconnected before ready: ${detail}`);
     });
