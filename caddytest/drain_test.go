@@ -11,7 +11,8 @@ import (
 )
 
 // TestDrainThroughAdminAPI drains a node through the admin API under
-// `fallback least_conn`: no new session reaches it, the session it holds
+// `fallback least_conn`: the admin API lists every upstream from the
+// start, no new session reaches the drained one, the session it holds
 // goes on there, the admin API lists it as draining with its session, a
 // reload keeps it draining, and undrained it takes new sessions again.
 func TestDrainThroughAdminAPI(t *testing.T) {
@@ -22,6 +23,17 @@ func TestDrainThroughAdminAPI(t *testing.T) {
 	loadConfig(t, tester, proxyConfig{Nodes: nodes, Handler: true, Policy: policy}.Caddyfile())
 	ping := func(sid string) []byte {
 		return request("POST", "/socket.io/?EIO=4&transport=polling&sid="+sid, []string{"Content-Type: text/plain;charset=UTF-8"}, "6")
+	}
+
+	// every upstream is listed, those without sessions too
+	listed := map[string]bool{}
+	for _, u := range adminUpstreams(t) {
+		listed[u.Address] = true
+	}
+	for _, n := range nodes {
+		if !listed[n.Dial()] {
+			t.Errorf("/socketio/upstreams %+v does not list %s, which holds no session yet", adminUpstreams(t), n.Dial())
+		}
 	}
 
 	sid, held := openSession(t, nodes, "127.80.0.1")
@@ -42,13 +54,13 @@ func TestDrainThroughAdminAPI(t *testing.T) {
 	if res := rawExchange(t, "127.80.0.1", ping(sid)); res.Status != 200 || res.Header.Get("X-Sio-Node") != held.Name {
 		t.Errorf("the draining node's session: %v, want 200 from %s", res, held.Name)
 	}
-	listed := false
+	drained := false
 	for _, u := range adminUpstreams(t) {
 		if u.Address == held.Dial() {
-			listed = u.Draining && u.Sessions >= 1
+			drained = u.Draining && u.Sessions >= 1
 		}
 	}
-	if !listed {
+	if !drained {
 		t.Errorf("/socketio/upstreams %+v does not list %s as draining with its session", adminUpstreams(t), held.Dial())
 	}
 

@@ -132,8 +132,9 @@ type upstreamReport struct {
 	Draining bool `json:"draining"`
 }
 
-// handleUpstreams lists the upstreams that hold live sessions or drain,
-// sorted by address.
+// handleUpstreams lists, sorted by address, the static upstreams of the
+// loaded configurations and the upstreams that hold live sessions or
+// drain.
 func handleUpstreams(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method not allowed")}

@@ -61,8 +61,8 @@ type Store interface {
 	Limits() (ttl time.Duration, capacity int)
 
 	// Stats returns the store's counters; Census counts the unexpired
-	// pins per owning dial address, tombstones apart. Both are for
-	// operators, not for requests.
+	// pins per owning dial address (0 for an acquired dial that owns
+	// none), tombstones apart. Both are for operators, not for requests.
 	Stats() Stats
 	Census() (live map[string]int, tombstones int)
 }

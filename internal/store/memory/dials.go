@@ -74,6 +74,18 @@ func (t *dialTable) retired(id uint32) bool {
 	return t.snap.Load().dials[id].retired
 }
 
+// current returns the dials that loaded configurations use.
+func (t *dialTable) current() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	snap := t.snap.Load()
+	names := make([]string, 0, len(t.refs))
+	for id := range t.refs {
+		names = append(names, snap.dials[id].name)
+	}
+	return names
+}
+
 // acquire adds a configuration reference to each dial.
 func (t *dialTable) acquire(dials []string) {
 	t.mu.Lock()

@@ -242,10 +242,15 @@ func (s *Store) Release(dials []string) {
 }
 
 // Census counts the unexpired pins per owning dial address, tombstones
-// apart. It reads every shard, so it is for operators, not for requests.
+// apart; a dial that a loaded configuration routes to is counted even
+// when it owns no pin (0). It reads every shard, so it is for operators,
+// not for requests.
 func (s *Store) Census() (live map[string]int, tombstones int) {
 	now := s.clock()
 	live = make(map[string]int)
+	for _, dial := range s.dials.current() {
+		live[dial] = 0
+	}
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.RLock()

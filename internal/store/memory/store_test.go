@@ -2,6 +2,7 @@ package memory
 
 import (
 	"fmt"
+	"maps"
 	"sync"
 	"testing"
 	"time"
@@ -339,6 +340,13 @@ func TestAcquireRelease(t *testing.T) {
 		}
 		if got := tombstones(s, "sc"); len(got) != 1 {
 			t.Fatalf("pin to removed c:1 is not a tombstone: %v", got)
+		}
+	})
+	t.Run("ok/census lists every upstream in use", func(t *testing.T) {
+		live, gone := s.Census()
+		want := map[string]int{"a:1": 1, "b:1": 0, "d:1": 0}
+		if !maps.Equal(live, want) || gone != 1 {
+			t.Fatalf("Census() = %v, %d; want %v, 1 (c:1 removed, its pin a tombstone)", live, gone, want)
 		}
 	})
 	t.Run("ok/re-added upstream starts clean", func(t *testing.T) {
