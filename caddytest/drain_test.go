@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os/exec"
+	"slices"
+	"strings"
 	"testing"
 
 	caddytester "github.com/caddyserver/caddy/v2/caddytest"
@@ -73,6 +76,98 @@ func TestDrainThroughAdminAPI(t *testing.T) {
 		}
 	}
 	t.Errorf("undrained, %s got none of 30 new sessions", held.Name)
+}
+
+// TestCommandDrains runs `caddy socketio` (the plugin's CLI command, in a
+// Caddy binary built with it) against the test Caddy's admin API: it lists
+// every upstream with its sessions, drains and undrains one, and fails
+// with the admin API's reason on a bad address.
+func TestCommandDrains(t *testing.T) {
+	requireNode(t)
+	nodes := startCluster(t, 2, nil)
+	tester := caddytester.NewTester(t)
+	loadConfig(t, tester, proxyConfig{Nodes: nodes, Handler: true, Policy: "socketio"}.Caddyfile())
+	_, held := openSession(t, nodes, "127.81.0.1")
+	t.Cleanup(func() { adminDrain(t, "undrain", held.Dial()) })
+
+	tests := []struct {
+		name     string
+		args     []string
+		fails    bool
+		want     []string // lines of the output, fields split on spaces
+		draining bool     // held's drain state afterwards
+	}{
+		{name: "ok/upstreams", args: []string{"upstreams"},
+			want: upstreamLines(nodes, held, false)},
+		{name: "ok/drain", args: []string{"drain", held.Dial()},
+			want: []string{"UPSTREAM SESSIONS DRAINING", held.Dial() + " 1 true"}, draining: true},
+		{name: "ok/upstreams while draining", args: []string{"upstreams"},
+			want: upstreamLines(nodes, held, true), draining: true},
+		{name: "ok/undrain", args: []string{"undrain", held.Dial()},
+			want: []string{"UPSTREAM SESSIONS DRAINING", held.Dial() + " 1 false"}},
+		{name: "fail/bad address", args: []string{"drain", "a b"}, fails: true,
+			want: []string{"invalid upstream address"}},
+		{name: "fail/no address", args: []string{"drain"}, fails: true,
+			want: []string{"accepts 1 arg(s), received 0"}},
+		{name: "fail/admin API down", args: []string{"upstreams", "--address", "localhost:1"}, fails: true,
+			want: []string{"connection refused"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"socketio"}, tt.args...)
+			if !slices.Contains(args, "--address") {
+				args = append(args, "--address", fmt.Sprintf("localhost:%d", adminPort))
+			}
+			var stdout, stderr bytes.Buffer
+			cmd := exec.Command(caddyBinary(t), args...)
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			if failed := err != nil; failed != tt.fails {
+				t.Fatalf("caddy %v: error %v (want failure: %v)\nstdout: %s\nstderr: %s", args, err, tt.fails, &stdout, &stderr)
+			}
+			if tt.fails {
+				for _, w := range tt.want {
+					if !strings.Contains(stderr.String(), w) {
+						t.Errorf("caddy %v: stderr %q does not say %q", args, &stderr, w)
+					}
+				}
+			} else {
+				// the store is the process's: pins of earlier tests to
+				// upstreams of no configuration may still be listed
+				var got []string
+				for i, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+					fields := strings.Fields(line)
+					if i == 0 || len(fields) > 0 && slices.ContainsFunc(nodes, func(n *sioNode) bool { return n.Dial() == fields[0] }) {
+						got = append(got, strings.Join(fields, " "))
+					}
+				}
+				if !slices.Equal(got, tt.want) {
+					t.Errorf("caddy %v printed %q, want %q", args, got, tt.want)
+				}
+			}
+			for _, u := range adminUpstreams(t) {
+				if u.Address == held.Dial() && u.Draining != tt.draining {
+					t.Errorf("after caddy %v, %s draining: %v, want %v", args, held.Dial(), u.Draining, tt.draining)
+				}
+			}
+		})
+	}
+}
+
+// upstreamLines is what `caddy socketio upstreams` prints for nodes, with
+// one session on held, sorted by address.
+func upstreamLines(nodes []*sioNode, held *sioNode, draining bool) []string {
+	lines := []string{"UPSTREAM SESSIONS DRAINING"}
+	var rows []string
+	for _, n := range nodes {
+		sessions, drains := 0, false
+		if n == held {
+			sessions, drains = 1, draining
+		}
+		rows = append(rows, fmt.Sprintf("%s %d %t", n.Dial(), sessions, drains))
+	}
+	slices.Sort(rows)
+	return append(lines, rows...)
 }
 
 type upstreamEntry struct {
