@@ -24,8 +24,9 @@ import (
 // gets no HTTP answer at all ("xhr poll error (0) [ECONNRESET]") starts a
 // new session. How many connections the handover resets depends on the
 // machine's load alone: none when idle; on two cores kept busy, 0 to 46 of
-// 60 sessions, and as many with stock Caddy (ip_hash, no socketio handler;
-// 38 to 44 of 60 in three runs). So the test does not bound their number.
+// 60 sessions, and as many with stock Caddy (ip_hash, no socketio handler,
+// three reloads: 10, 38 and over 40 in three runs). So the test does not
+// bound their number.
 // It tells them apart from the plugin's own failures instead: those would
 // be HTTP answers (400 from a wrong node, 503 from a lost owner), a panic
 // in Caddy's log, a drop away from the reloads, or a session dropped twice
