@@ -51,32 +51,34 @@ every instance.
 					Args:  cobra.NoArgs,
 					RunE:  caddycmd.WrapCommandFuncForCobra(cmdSessions),
 				},
-				drainCommand("drain", "Stops new sessions on an upstream; its sessions go on", true),
-				drainCommand("undrain", "Lets an upstream take new sessions again", false),
+				drainCommand("drain", "Stops new sessions on an upstream; its sessions go on"),
+				drainCommand("undrain", "Lets an upstream take new sessions again"),
 			)
 		},
 	})
 }
 
-func drainCommand(name, short string, on bool) *cobra.Command {
+func drainCommand(name, short string) *cobra.Command {
 	return &cobra.Command{
 		Use:   name + " <address>",
 		Short: short,
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return caddycmd.WrapCommandFuncForCobra(func(fl caddycmd.Flags) (int, error) {
-				body, err := json.Marshal(map[string]string{"address": args[0]})
-				if err != nil {
-					return caddy.ExitCodeFailedStartup, err
-				}
-				var u upstreamReport
-				if err := adminCall(fl, http.MethodPost, "/socketio/upstreams/"+name, bytes.NewReader(body), &u); err != nil {
-					return caddy.ExitCodeFailedStartup, err
-				}
-				return printUpstreams(os.Stdout, []upstreamReport{u})
-			})(cmd, args)
-		},
+		RunE:  caddycmd.WrapCommandFuncForCobra(func(fl caddycmd.Flags) (int, error) { return cmdDrain(fl, name) }),
 	}
+}
+
+// cmdDrain posts the address (the only argument) to
+// /socketio/upstreams/<action> and prints the upstream's line.
+func cmdDrain(fl caddycmd.Flags, action string) (int, error) {
+	body, err := json.Marshal(map[string]string{"address": fl.Arg(0)})
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	var u upstreamReport
+	if err := adminCall(fl, http.MethodPost, "/socketio/upstreams/"+action, bytes.NewReader(body), &u); err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	return printUpstreams(os.Stdout, []upstreamReport{u})
 }
 
 func cmdUpstreams(fl caddycmd.Flags) (int, error) {
